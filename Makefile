@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine (README.md): `make book` and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= offline
+DATA    ?=
+WORKERS ?= 2
+
+.PHONY: install test test-all lint book clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[book,test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check nandlib tests benchmarks
+
+test: install lint
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m "not gpu and not network"
+
+clean:
+	rm -rf _build book/generated

@@ -1,0 +1,197 @@
+"""One loader for every CLIP backbone: open_clip names, pretrained tags, local checkpoints, random init.
+
+Models are data: any open_clip model name (or a config JSON registered with
+:func:`register_model_configs`, such as the project's ``nand-tiny-*`` test models) goes through
+:func:`load_clip`. Nothing here hard-codes ViT-L sizes. Book: ``method.md``, "Backbones".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import resize_pos_embed
+from PIL import Image
+from torchvision import transforms
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+# Keys of OpenAI's TorchScript archives that are not parameters of an open_clip CLIP model.
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def register_model_configs(path: str | Path = CONFIG_DIR) -> None:
+    """Make open_clip model configs (JSON files named after the model) loadable by name.
+
+    Args:
+        path: A JSON file or a folder of them. The project's own configs are registered on import.
+    """
+    open_clip.add_model_config(Path(path))
+
+
+register_model_configs()
+
+
+@dataclass
+class ClipBackbone:
+    """An open_clip CLIP model with its tokenizer and input transform.
+
+    Attributes:
+        model: The open_clip model, in eval mode, on ``device``.
+        tokenizer: open_clip tokenizer of the model.
+        model_name: open_clip model name.
+        weights: Provenance of the weights (``"random-init seed 0"``, ``"pretrained:openai"``,
+            ``"checkpoint:<path> sha256:<16 hex>"``).
+        image_size: Square input side in pixels.
+        device: Torch device the model lives on.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    model_name: str
+    weights: str
+    image_size: int
+    device: torch.device
+    _transform: transforms.Compose = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        visual = self.model.visual
+        mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+        std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
+        size = self.image_size
+        self._transform = transforms.Compose(
+            [
+                transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """Short identifier of model, weights and input size, for caches and provenance."""
+        key = f"{self.model_name}|{self.weights}|{self.image_size}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Squash each image to ``image_size`` (bicubic) and CLIP-normalise it.
+
+        Args:
+            images: PIL images (any mode; converted to RGB).
+
+        Returns:
+            Float tensor ``[B, 3, image_size, image_size]`` on ``device``.
+        """
+        batch = torch.stack([self._transform(im.convert("RGB")) for im in images])
+        return batch.to(self.device)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Raw (unnormalised) text embeddings ``[N, D]`` of ``prompts``.
+
+        Raises:
+            ValueError: If ``prompts`` is empty or holds an empty string.
+        """
+        if len(prompts) == 0 or any(not p.strip() for p in prompts):
+            raise ValueError("prompts: need at least one non-empty prompt")
+        tokens = self.tokenizer(list(prompts)).to(self.device)
+        return self.model.encode_text(tokens).float()
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a CLIP state dict from an open_clip checkpoint or an OpenAI TorchScript archive."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError:
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path}: not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS}
+    return state
+
+
+def _sha256_prefix(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_clip(
+    model_name: str,
+    *,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> ClipBackbone:
+    """Build an open_clip model with exact ``nn.GELU`` and load its weights.
+
+    Exactly one weight source is used: a pretrained tag (downloaded through open_clip's hub
+    cache; needs internet once), a local checkpoint file, or neither (random init, seeded).
+    The model is always built from its config without QuickGELU, as APRIL-GAN's released
+    linear layers were trained that way (book: ``protocol.md``, "Backbone"). When
+    ``image_size`` differs from the config, the positional embedding is resized bicubic with
+    antialiasing, CLS position kept (open_clip's ``resize_pos_embed``).
+
+    Args:
+        model_name: Any name in ``open_clip.list_models()`` or a registered config.
+        pretrained: open_clip pretrained tag (e.g. ``"openai"``, ``"laion400m_e31"``).
+        checkpoint: Path to a local checkpoint (open_clip state dict or OpenAI TorchScript).
+        image_size: Square input side; defaults to the config's.
+        device: ``"cpu"``, ``"cuda"`` or a torch device.
+        seed: Seed of the random initialisation.
+
+    Raises:
+        ValueError: Unknown model name, both weight sources given, or a checkpoint whose keys
+            or shapes do not fit the model.
+        FileNotFoundError: The checkpoint path does not exist.
+    """
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"model_name: unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    if pretrained and checkpoint:
+        raise ValueError("give either pretrained or checkpoint, not both")
+    if pretrained:
+        cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+        if not cfg:
+            raise ValueError(f"pretrained: no tag {pretrained!r} for {model_name!r}")
+        checkpoint = open_clip.download_pretrained(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        logging.getLogger().disabled, was = True, logging.getLogger().disabled
+        try:
+            model = open_clip.create_model(model_name, force_image_size=image_size)
+        finally:
+            logging.getLogger().disabled = was
+    weights = f"random-init seed {seed}"
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint: no file at {path}")
+        state = _read_state_dict(path)
+        resize_pos_embed(state, model)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint {path} does not fit {model_name}: {err}") from err
+        weights = f"pretrained:{pretrained}" if pretrained else f"checkpoint:{path} sha256:{_sha256_prefix(path)}"
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    device = torch.device(device)
+    return ClipBackbone(
+        model=model.eval().to(device),
+        tokenizer=open_clip.get_tokenizer(model_name),
+        model_name=model_name,
+        weights=weights,
+        image_size=int(size),
+        device=device,
+    )
