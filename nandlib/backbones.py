@@ -102,6 +102,111 @@ class ClipBackbone:
         tokens = self.tokenizer(list(prompts)).to(self.device)
         return self.model.encode_text(tokens).float()
 
+    @torch.no_grad()
+    def text_feature(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """One text feature for a group of prompts (Eq. 3): L2-normalise each, average, re-normalise.
+
+        This is APRIL-GAN's prompt ensemble, used for ``f_nor``, ``f_abn`` and NAND's ``f_add``
+        (book: ``method.md``, "Normality detection").
+
+        Args:
+            prompts: Sentences describing one state (e.g. 245 "normal" sentences).
+            batch_size: Sentences encoded per forward pass.
+
+        Returns:
+            Unit vector ``[D]`` (float32, on ``device``).
+
+        Raises:
+            ValueError: If ``prompts`` is empty or holds an empty string.
+        """
+        if len(prompts) == 0:
+            raise ValueError("prompts: need at least one non-empty prompt")
+        embeddings = torch.cat(
+            [self.encode_text(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+        )
+        mean = torch.nn.functional.normalize(embeddings, dim=-1).mean(dim=0)
+        return torch.nn.functional.normalize(mean, dim=0)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of residual blocks of the vision transformer."""
+        return len(self.model.visual.transformer.resblocks)
+
+    @property
+    def vision_width(self) -> int:
+        """Width of the vision transformer's residual stream (1024 for ViT-L)."""
+        return int(self.model.visual.transformer.width)
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint image-text embedding (768 for ViT-L-14-336)."""
+        return int(self.model.visual.proj.shape[1])
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid ``(rows, columns)`` at ``image_size`` (37 × 37 for patch 14 at 518)."""
+        rows, cols = self.model.visual.grid_size
+        return int(rows), int(cols)
+
+    def default_layers(self) -> tuple[int, ...]:
+        """Blocks at 1/4, 1/2, 3/4 and the end of the tower: (6, 12, 18, 24) for ViT-L, APRIL-GAN's choice."""
+        return default_layers(self.n_blocks)
+
+    @torch.no_grad()
+    def encode_image_layers(
+        self, images: torch.Tensor, layers: Sequence[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Image embedding and the residual stream after chosen blocks, in one forward pass.
+
+        Follows APRIL-GAN (book: ``method.md``, "APRIL-GAN"): blocks count from 1, the tokens
+        taken are the raw block outputs (no ``ln_post``, no ``proj``, CLS token first); the image
+        embedding is standard CLIP (``ln_post`` on the last block's CLS token, then ``proj``).
+
+        Args:
+            images: Preprocessed batch ``[B, 3, S, S]`` (see :meth:`preprocess`).
+            layers: Block numbers in ``1..n_blocks``; tokens come back in this order.
+
+        Returns:
+            ``(embedding [B, D], [tokens [B, 1 + N, W] per layer])``, raw (not normalised).
+
+        Raises:
+            ValueError: If a layer is outside ``1..n_blocks`` or the model is not a token-pooled ViT.
+        """
+        visual = self.model.visual
+        if not hasattr(visual, "transformer") or getattr(visual, "attn_pool", None) is not None:
+            raise ValueError(f"model {self.model_name!r}: encode_image_layers needs a CLS-pooled ViT")
+        bad = [layer for layer in layers if not 1 <= layer <= self.n_blocks]
+        if bad or not layers:
+            raise ValueError(f"layers: {list(layers)} must be non-empty, within 1..{self.n_blocks}")
+        x = visual.conv1(images.to(self.device, dtype=visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)  # [B, N, W], patches row-major
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.ln_pre(visual.patch_dropout(x))
+        batch_first = getattr(visual.transformer, "batch_first", False)
+        if not batch_first:
+            x = x.transpose(0, 1)  # NLD -> LND
+        taken: dict[int, torch.Tensor] = {}
+        for number, block in enumerate(visual.transformer.resblocks, start=1):
+            x = block(x)
+            if number in layers:
+                taken[number] = x if batch_first else x.transpose(0, 1)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        embedding = visual.ln_post(x[:, 0]) @ visual.proj
+        return embedding.float(), [taken[layer].float() for layer in layers]
+
+
+def default_layers(n_blocks: int) -> tuple[int, ...]:
+    """APRIL-GAN's layer choice scaled to any depth: blocks ``L/4, L/2, 3L/4, L`` (6, 12, 18, 24 for L = 24).
+
+    Raises:
+        ValueError: If ``n_blocks < 4``.
+    """
+    if n_blocks < 4:
+        raise ValueError(f"n_blocks: need at least 4 blocks for four layers, got {n_blocks}")
+    return tuple(n_blocks * quarter // 4 for quarter in (1, 2, 3, 4))
+
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a CLIP state dict from an open_clip checkpoint or an OpenAI TorchScript archive."""
@@ -183,7 +288,9 @@ def load_clip(
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise ValueError(f"checkpoint {path} does not fit {model_name}: {err}") from err
-        weights = f"pretrained:{pretrained}" if pretrained else f"checkpoint:{path} sha256:{_sha256_prefix(path)}"
+        weights = (
+            f"pretrained:{pretrained}" if pretrained else f"checkpoint:{path} sha256:{_sha256_prefix(path)}"
+        )
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     device = torch.device(device)

@@ -2,6 +2,194 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from nandlib.data import (
+    DEFAULT_URL,
+    MVTEC_CLASSES,
+    MVTEC_SHA256,
+    DownloadError,
+    download_mvtec,
+    generate_dataset,
+)
+
 app = typer.Typer(help="NAND companion: data, runs, sweeps and tables.", no_args_is_help=True)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    """Print ``error`` as a one-line message (no traceback) and return the exit to raise."""
+    typer.echo(f"Error: {error}", err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="New dataset folder (must not exist or be empty).")],
+    classes: Annotated[str, typer.Option(help="Comma-separated MVTec AD classes, or 'all'.")] = "all",
+    seed: Annotated[int, typer.Option(help="Base seed; each image's seed derives from it.")] = 0,
+    scale: Annotated[str, typer.Option(help="'small' or 'paper' (MVTec AD's image counts).")] = "small",
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
+) -> None:
+    """Generate a synthetic dataset in MVTec AD's layout (book: reproducing.md, "Synthetic data")."""
+    names = list(MVTEC_CLASSES) if classes == "all" else [c.strip() for c in classes.split(",") if c.strip()]
+    try:
+        generate_dataset(out, names, seed=seed, scale=scale, size=size)
+    except (ValueError, OSError) as error:
+        raise _fail(error) from error
+    typer.echo(f"wrote synthetic dataset ({', '.join(names)}; seed {seed}, scale {scale}) to {out}")
+
+
+@app.command()
+def download(
+    root: Annotated[Path, typer.Option(help="Folder to create for MVTec AD (class folders go in it).")],
+    url: Annotated[str, typer.Option(help="Where to download the archive from.")] = DEFAULT_URL,
+    archive: Annotated[
+        Path | None, typer.Option(help="Local mvtec_anomaly_detection.tar.xz; skips the download.")
+    ] = None,
+    sha256: Annotated[str, typer.Option(help="Expected SHA-256 of the archive; 'none' skips the check.")] = (
+        MVTEC_SHA256
+    ),
+) -> None:
+    """Download (or unpack a local copy of) MVTec AD and verify it (book: reproducing.md)."""
+    try:
+        download_mvtec(root, url=url, archive=archive, sha256=None if sha256.lower() == "none" else sha256)
+    except (DownloadError, OSError) as error:
+        raise _fail(error) from error
+    typer.echo(f"MVTec AD ready at {root}")
+
+
+def _profile(profile: str, data: Path | None):
+    from nandlib.profiles import load_profile
+
+    try:
+        return load_profile(profile, data_root=data)
+    except ValueError as error:
+        raise _fail(error) from error
+
+
+@app.command()
+def run(
+    data: Annotated[Path, typer.Option(help="Dataset root in MVTec AD's layout.")],
+    class_name: Annotated[str, typer.Option("--class", help="MVTec AD class, e.g. carpet.")],
+    out: Annotated[Path, typer.Option(help="Output folder (results/<detector>/<class>.csv etc.).")],
+    detector: Annotated[str, typer.Option(help="aprilgan | winclip | patchcore.")] = "aprilgan",
+    shots: Annotated[int, typer.Option(help="WinCLIP's k (0, 1, 5).")] = 0,
+    model: Annotated[str, typer.Option(help="CLIP of the ND module / APRIL-GAN.")] = "ViT-L-14-336",
+    image_size: Annotated[int, typer.Option(help="ND input size (APRIL-GAN: 518).")] = 518,
+    pretrained: Annotated[
+        str | None, typer.Option(help="open_clip tag for the ND CLIP, e.g. openai.")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="APRIL-GAN linear layers (authors' format).")
+    ] = None,
+    clip_checkpoint: Annotated[
+        Path | None, typer.Option(help="Local CLIP weights for the ND module.")
+    ] = None,
+    random_init: Annotated[bool, typer.Option(help="Allow random weights (no tag, no checkpoint).")] = False,
+    detector_model: Annotated[str | None, typer.Option(help="WinCLIP's CLIP model.")] = None,
+    detector_pretrained: Annotated[str | None, typer.Option(help="WinCLIP's open_clip tag.")] = None,
+    detector_weights: Annotated[str | None, typer.Option(help="PatchCore: imagenet or a path.")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of random init and few-shot references.")] = 0,
+) -> None:
+    """Run every Table 1 group of one class, before and after NAND (book: reproducing.md)."""
+    from nandlib.run import UnitConfig, run_unit
+
+    if not random_init and pretrained is None and clip_checkpoint is None:
+        raise _fail(ValueError("--pretrained or --clip-checkpoint needed for the ND CLIP (or --random-init)"))
+    config = UnitConfig(
+        class_name=class_name,
+        detector=detector,
+        shots=shots,
+        data_root=str(data),
+        output_dir=str(out),
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        nd_model=model,
+        nd_image_size=image_size,
+        nd_pretrained=pretrained,
+        nd_clip_checkpoint=str(clip_checkpoint) if clip_checkpoint else None,
+        adapters=str(checkpoint) if checkpoint else None,
+        detector_model=detector_model,
+        detector_pretrained=detector_pretrained,
+        detector_weights=detector_weights,
+        profile_description="random weights: not the paper's numbers" if random_init else "",
+    )
+    try:
+        frame = run_unit(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    typer.echo(frame.round(3).to_string(index=False))
+
+
+@app.command()
+def sweep(
+    profile: Annotated[str, typer.Option(help="offline | paper | path to a profile YAML.")] = "offline",
+    data: Annotated[Path | None, typer.Option(help="Dataset root (overrides the profile's).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("book/generated"),
+    classes: Annotated[str | None, typer.Option(help="Comma-separated subset of classes.")] = None,
+    detectors: Annotated[
+        str | None, typer.Option(help="Comma-separated subset, e.g. aprilgan,winclip-1.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel papermill processes.")] = 2,
+) -> None:
+    """Run the per-class notebook for every class × detector; finished units are skipped."""
+    from nandlib.companion import prepare_data
+    from nandlib.sweep import run_sweep
+
+    chosen = _profile(profile, data)
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    try:
+        status = run_sweep(
+            chosen,
+            prepare_data(chosen, data),
+            out,
+            classes=split(classes),
+            detectors=split(detectors),
+            workers=workers,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    typer.echo(status.to_string(index=False))
+    if status["status"].str.startswith("failed").any():
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def tables(
+    out: Annotated[Path, typer.Option(help="A sweep's output folder.")] = Path("book/generated"),
+) -> None:
+    """Print Table 3 and Table 2 of a sweep beside the paper's numbers."""
+    from nandlib.report import load_results
+    from nandlib.tables import table2, table3
+
+    try:
+        results = load_results(out)
+    except FileNotFoundError as error:
+        raise _fail(error) from error
+    typer.echo(table3(results).to_string(index=False))
+    if (results["detector"] == "aprilgan").any():
+        typer.echo(table2(results, detector="aprilgan").to_string(index=False))
+
+
+@app.command()
+def book(
+    profile: Annotated[str, typer.Option(help="offline | paper | path to a profile YAML.")] = "offline",
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset root (the paper profile needs MVTec AD).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel papermill processes.")] = 2,
+) -> None:
+    """Sweep, aggregate and build the Jupyter Book into _build/html (what `make book` runs)."""
+    from nandlib.companion import build
+
+    try:
+        build(_profile(profile, data), data, workers=workers)
+    except (RuntimeError, FileNotFoundError, ValueError) as error:
+        raise _fail(error) from error
+    typer.echo("book built: _build/html/index.html")

@@ -1,0 +1,176 @@
+"""WinCLIP and WinCLIP+ (Jeong et al., CVPR 2023) as a :class:`~nandlib.detectors.base.Detector`.
+
+A faithful re-implementation of anomalib's ``WinClipModel`` (book: ``protocol.md``, "WinCLIP";
+deviations listed there): windows of 2 × 2 and 3 × 3 patches, the compositional prompt ensemble
+with mean-of-raw text embeddings, temperature 0.07, harmonic aggregation, and for ``k_shot > 0``
+a reference memory of window and patch embeddings of ``k`` normal images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nandlib.backbones import ClipBackbone
+from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.detectors.winclip.prompts import prompt_ensemble
+from nandlib.detectors.winclip.scoring import few_shot_map, make_window_masks, zero_shot_scores
+from nandlib.detectors.winclip.windows import ImageEmbeddings, encode_images, patch_grid
+
+
+class WinCLIP(Detector):
+    """Zero-shot WinCLIP (``k_shot=0``) or few-shot WinCLIP+ (``k_shot > 0``).
+
+    The paper's model is ``WinCLIP(load_clip("ViT-B-16-plus-240", pretrained="laion400m_e31"),
+    class_name)``. Input is ``backbone.preprocess`` (squash to the model's size, bicubic, CLIP
+    normalisation), so maps cover the whole image (``geometry.crop is None``).
+
+    Args:
+        backbone: open_clip ViT with class-token pooling; its device is used throughout.
+        class_name: Object name put raw into the prompts (``"metal_nut"``, not ``"metal nut"``).
+        k_shot: Number of normal reference images taken in :meth:`fit`; 0 is zero-shot.
+        scales: Window sides in patches.
+        temperature: Softmax temperature of the class probabilities.
+        seed: Seed of the choice of reference images in :meth:`fit`.
+        batch_size: Images per visual forward.
+        window_batch_size: Window sequences per transformer call (speed only).
+
+    Attributes:
+        reference_indices_: Indices (into the images given to :meth:`fit`) of the references,
+            sorted; ``()`` after a zero-shot ``fit``; ``None`` before ``fit``.
+
+    Raises:
+        ValueError: On an empty class name, negative ``k_shot``, non-positive temperature or
+            batch sizes, no scales, or a scale larger than the patch grid.
+    """
+
+    def __init__(
+        self,
+        backbone: ClipBackbone,
+        class_name: str,
+        k_shot: int = 0,
+        scales: Sequence[int] = (2, 3),
+        temperature: float = 0.07,
+        seed: int = 0,
+        batch_size: int = 8,
+        window_batch_size: int = 4096,
+    ) -> None:
+        if not isinstance(class_name, str) or not class_name.strip():
+            raise ValueError("class_name: must be a non-empty string")
+        if k_shot < 0:
+            raise ValueError(f"k_shot: must be >= 0, got {k_shot}")
+        if temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {temperature}")
+        if batch_size < 1 or window_batch_size < 1:
+            raise ValueError(
+                f"batch_size ({batch_size}) and window_batch_size ({window_batch_size}) must be >= 1"
+            )
+        if len(scales) == 0:
+            raise ValueError("scales: need at least one window scale")
+        self.backbone = backbone
+        self.class_name = class_name
+        self.k_shot = int(k_shot)
+        self.scales = tuple(int(scale) for scale in scales)
+        self.temperature = float(temperature)
+        self.seed = seed
+        self.batch_size = batch_size
+        self.window_batch_size = window_batch_size
+        self.name = f"winclip-{self.k_shot}"  # as in the profiles: winclip-0, winclip-1, winclip-5
+        self.geometry = MapGeometry(resize=backbone.image_size)
+        self.grid = patch_grid(backbone.model.visual)
+        self.masks = [make_window_masks(self.grid, scale).to(backbone.device) for scale in self.scales]
+        self.reference_indices_: tuple[int, ...] | None = None
+        self._references: ImageEmbeddings | None = None
+        self._text: torch.Tensor | None = None
+
+    @property
+    def text_embeddings(self) -> torch.Tensor:
+        """``[2, D]``: mean of the raw normal, then anomalous, sentence embeddings (computed once)."""
+        if self._text is None:
+            normal, anomalous = prompt_ensemble(self.class_name)
+            means = [self.backbone.encode_text(group).mean(dim=0) for group in (normal, anomalous)]
+            self._text = torch.stack(means)
+        return self._text
+
+    def fit(self, images: Sequence[Image.Image]) -> WinCLIP:
+        """Take ``k_shot`` of the normal images as references and embed them (no-op when ``k_shot=0``).
+
+        References are ``sorted(numpy.random.default_rng(seed).choice(len(images), k_shot,
+        replace=False))``: drawn without replacement, reproducible for a fixed image order. Only
+        the chosen images are read from ``images``.
+
+        Args:
+            images: The class's normal training images (``train/good``), in a fixed order.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: If ``k_shot > 0`` and ``images`` is empty or has fewer than ``k_shot`` images.
+        """
+        if self.k_shot == 0:
+            self.reference_indices_ = ()
+            return self
+        if len(images) == 0:
+            raise ValueError(f"images: WinCLIP k_shot={self.k_shot} needs normal images to fit, got none")
+        if self.k_shot > len(images):
+            raise ValueError(f"k_shot={self.k_shot} exceeds the {len(images)} images given to fit")
+        chosen = np.random.default_rng(self.seed).choice(len(images), size=self.k_shot, replace=False)
+        self.reference_indices_ = tuple(sorted(int(index) for index in chosen))
+        self._references = self._embed([images[index] for index in self.reference_indices_])
+        return self
+
+    def predict(self, images: Sequence[Image.Image]) -> Prediction:
+        """Anomaly maps at the model's input size and native image scores.
+
+        Zero-shot: maps are the multi-scale harmonic means, scores the full-image class scores.
+        Few-shot: both are averaged with the few-shot map and its maximum on the patch grid.
+
+        Raises:
+            ValueError: If ``images`` is empty.
+            RuntimeError: If ``k_shot > 0`` and :meth:`fit` has not been called.
+        """
+        if len(images) == 0:
+            raise ValueError("images: need at least one image to predict")
+        if self.k_shot and self._references is None:
+            raise RuntimeError(f"WinCLIP k_shot={self.k_shot}: call fit(normal images) before predict")
+        maps, scores = [], []
+        for start in range(0, len(images), self.batch_size):
+            batch_maps, batch_scores = self._predict_batch(images[start : start + self.batch_size])
+            maps.append(batch_maps)
+            scores.append(batch_scores)
+        return Prediction(maps=torch.cat(maps), scores=torch.cat(scores))
+
+    def _embed(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
+        """Embeddings of images, ``batch_size`` at a time."""
+        parts = [
+            encode_images(
+                self.backbone.model.visual,
+                self.backbone.preprocess(images[start : start + self.batch_size]),
+                self.masks,
+                self.window_batch_size,
+            )
+            for start in range(0, len(images), self.batch_size)
+        ]
+        return ImageEmbeddings(
+            image=torch.cat([part.image for part in parts]),
+            windows=[torch.cat(scale) for scale in zip(*(part.windows for part in parts), strict=True)],
+            patches=torch.cat([part.patches for part in parts]),
+        )
+
+    def _predict_batch(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps ``[B, S, S]`` and scores ``[B]`` (float32, CPU) of one batch."""
+        embeddings = self._embed(images)
+        text = self.text_embeddings
+        scores, grid_maps = zero_shot_scores(embeddings, text, self.masks, self.grid, self.temperature)
+        if self._references is not None:
+            few_shot = few_shot_map(embeddings, self._references, self.masks, self.grid)
+            grid_maps = (grid_maps + few_shot) / 2
+            scores = (scores + few_shot.amax(dim=(-2, -1))) / 2
+        size = self.backbone.image_size
+        maps = F.interpolate(grid_maps[:, None], size=(size, size), mode="bilinear", align_corners=False)
+        return maps[:, 0].float().cpu(), scores.float().cpu()

@@ -1,0 +1,353 @@
+"""NAND: normality addition via normality detection (Yi, Jung, Yoon, AIPR 2024).
+
+The ND module (:class:`NormalityDetector`) is APRIL-GAN's zero-shot machinery with the abnormal text
+feature replaced by ``f_add``, a text feature of the normality to add (Eq. 3 over phrases × APRIL-GAN's
+35 templates). Its map ``A_sup`` (Eq. 4 with ``f_add``) marks where the image shows that normality.
+:func:`add_normality` (Eq. 5) wraps any map-producing detector so that its map becomes
+``A_final = A ⊙ Π_k (1 − A_sup_k)`` (Eq. 6) on a 256 × 256 grid, and its image score ``max A_final``.
+Book: ``method.md``, "Normality detection" and "Normality addition".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from nandlib.detectors.aprilgan import AprilGAN, AprilGANFeatures, zero_shot_maps
+from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.geometry import EVAL_SIZE, FULL_IMAGE, crop_to_region, regions_for, to_eval_grid
+from nandlib.prompts import PromptGenerator, TablePromptGenerator, normality_prompts
+
+BEFORE_SCORES = ("map_max", "native")
+
+
+@dataclass(frozen=True)
+class NDFeatures:
+    """The expensive part of the ND module for a batch of images: computed once, reused per normality.
+
+    Attributes:
+        patch_tokens: Per layer ``[B, N, D]`` projected, L2-normalised patch tokens (APRIL-GAN's).
+        grid: Patch grid ``(rows, columns)``.
+        map_size: ``(height, width)`` the logits are upsampled to before the softmax (518 × 518).
+        image_sizes: Original ``(width, height)`` of each image.
+        f_nor: ``[D]`` APRIL-GAN's normal text feature of the class.
+    """
+
+    patch_tokens: tuple[torch.Tensor, ...]
+    grid: tuple[int, int]
+    map_size: tuple[int, int]
+    image_sizes: tuple[tuple[int, int], ...]
+    f_nor: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.image_sizes)
+
+    @classmethod
+    def concat(cls, parts: Sequence[NDFeatures]) -> NDFeatures:
+        """Join features of consecutive batches (same model, grid and class).
+
+        Raises:
+            ValueError: If ``parts`` is empty or the parts disagree on grid or map size.
+        """
+        if not parts or any((p.grid, p.map_size) != (parts[0].grid, parts[0].map_size) for p in parts):
+            raise ValueError("parts: need one or more NDFeatures with the same grid and map size")
+        layers = [p.patch_tokens for p in parts]
+        return cls(
+            patch_tokens=tuple(torch.cat(layer) for layer in zip(*layers, strict=True)),
+            grid=parts[0].grid,
+            map_size=parts[0].map_size,
+            image_sizes=tuple(size for p in parts for size in p.image_sizes),
+            f_nor=parts[0].f_nor,
+        )
+
+
+@dataclass(frozen=True)
+class Normality:
+    """One normality to add: where it came from, its phrases and its text feature ``f_add`` (Eq. 3)."""
+
+    label: str
+    phrases: tuple[str, ...]
+    f_add: torch.Tensor
+
+
+class NormalityDetector:
+    """The ND module: APRIL-GAN's zero-shot map with ``f_add`` in place of ``f_abn``.
+
+    It shares the backbone, adapters and class name of ``aprilgan``; when that same APRIL-GAN is the
+    detector being wrapped, each image is encoded once.
+
+    Args:
+        aprilgan: The APRIL-GAN whose backbone, adapters, class name and ``f_nor`` are used.
+        generator: Source of phrases for group names (default: the shipped phrase table).
+        layer_combine: ``"mean"`` over layers (default; ``A_sup ∈ [0, 1]``, so ``1 − A_sup ≥ 0``) or
+            ``"sum"`` as in APRIL-GAN's Eq. 4 (range ``[0, n_layers]``: ``1 − A_sup`` can be negative,
+            which flips the sign of the final map; kept for comparison only).
+        eval_size: Side of the grid ``A`` and ``A_sup`` are compared on (256, the paper's).
+
+    Raises:
+        ValueError: Unknown ``layer_combine``.
+    """
+
+    def __init__(
+        self,
+        aprilgan: AprilGAN,
+        *,
+        generator: PromptGenerator | None = None,
+        layer_combine: str = "mean",
+        eval_size: int = EVAL_SIZE,
+    ) -> None:
+        if layer_combine not in ("mean", "sum"):
+            raise ValueError(f"layer_combine: expected 'mean' or 'sum', got {layer_combine!r}")
+        self.aprilgan = aprilgan
+        self.generator = generator if generator is not None else TablePromptGenerator()
+        self.layer_combine = layer_combine
+        self.eval_size = eval_size
+        self._f_add: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @property
+    def class_name(self) -> str:
+        """Class whose normal text feature ``f_nor`` is the reference state."""
+        return self.aprilgan.class_name
+
+    def shares_encoder(self, detector: Detector) -> bool:
+        """Whether ``detector`` is an APRIL-GAN with this module's backbone and adapters (encode once)."""
+        return (
+            isinstance(detector, AprilGAN)
+            and detector.backbone is self.aprilgan.backbone
+            and detector.adapters is self.aprilgan.adapters
+        )
+
+    def features_from(self, features: AprilGANFeatures) -> NDFeatures:
+        """ND features from an APRIL-GAN forward pass already made (no second encoding)."""
+        return NDFeatures(
+            patch_tokens=features.patch_tokens,
+            grid=features.grid,
+            map_size=features.map_size,
+            image_sizes=features.image_sizes,
+            f_nor=self.aprilgan.text_features[:, 0],
+        )
+
+    def features(self, images: Sequence[Image.Image]) -> NDFeatures:
+        """Encode images once (the expensive step); reuse the result for every normality."""
+        return self.features_from(self.aprilgan.features(images))
+
+    def phrases(self, normality: str | Sequence[str]) -> tuple[str, tuple[str, ...]]:
+        """Resolve a normality to ``(label, phrases)``.
+
+        A string without spaces is a group name of the class (phrases from :attr:`generator`), a string
+        with spaces is one phrase, and a list of strings is the phrases of one normality.
+
+        Raises:
+            ValueError: Empty normality, or a group unknown for the class (message names both).
+        """
+        if isinstance(normality, str):
+            if not normality.strip():
+                raise ValueError("normality: must be a group name, a phrase or a list of phrases")
+            if " " not in normality.strip():
+                return normality, tuple(self.generator.phrases(self.class_name, normality))
+            return normality, (normality,)
+        phrases = tuple(normality)
+        if not phrases:
+            raise ValueError("normality: the list of phrases is empty")
+        return "; ".join(phrases), phrases
+
+    def normality_feature(self, phrases: Sequence[str]) -> torch.Tensor:
+        """``f_add`` (Eq. 3) over every phrase in each of APRIL-GAN's 35 templates; cached per phrase list.
+
+        Raises:
+            ValueError: Empty phrase list or an empty phrase.
+        """
+        key = tuple(phrases)
+        if key not in self._f_add:
+            prompts = normality_prompts(self.class_name, list(key))
+            self._f_add[key] = self.aprilgan.backbone.text_feature(prompts)
+        return self._f_add[key]
+
+    def normality(self, normality: str | Sequence[str]) -> Normality:
+        """Resolve and encode one normality (see :meth:`phrases`)."""
+        label, phrases = self.phrases(normality)
+        return Normality(label=label, phrases=phrases, f_add=self.normality_feature(phrases))
+
+    @torch.no_grad()
+    def suppression_map(
+        self, features: NDFeatures, f_add: torch.Tensor, geometry: MapGeometry | None = None
+    ) -> torch.Tensor:
+        """``A_sup``: Eq. 4 with ``f_add`` for ``f_abn``, on the evaluation grid of a detector's map.
+
+        The probability of the ``f_add`` channel of the softmax over ``{f_nor, f_add}`` (logits upsampled
+        to ``features.map_size`` first), combined over layers by :attr:`layer_combine`; then the box the
+        detector's map covers (``geometry.region``; the whole image when ``None``) is cut out and
+        resized to ``eval_size`` × ``eval_size``.
+
+        Returns:
+            ``[B, eval_size, eval_size]`` float32 on CPU.
+        """
+        text = torch.stack([features.f_nor, f_add.to(features.f_nor)], dim=1)
+        full = zero_shot_maps(
+            features.patch_tokens, features.grid, text, features.map_size, combine=self.layer_combine
+        )
+        regions = FULL_IMAGE if geometry is None else regions_for(geometry, features.image_sizes)
+        return crop_to_region(full, regions, self.eval_size).cpu()
+
+
+def final_map(base: torch.Tensor, suppressions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 6: ``A_final = A ⊙ Π_k (1 − A_sup_k)``.
+
+    Maps are used raw: min-max normalising ``A`` first would change the result, since the product is
+    scale-equivariant but not shift-invariant (book: ``method.md``, "Normality addition").
+
+    Args:
+        base: ``[B, S, S]`` detector maps on the evaluation grid.
+        suppressions: ``[B, S, S]`` suppression maps on the same grid.
+
+    Raises:
+        ValueError: If a suppression map's shape differs from ``base``.
+    """
+    result = base
+    for suppression in suppressions:
+        if suppression.shape != base.shape:
+            raise ValueError(f"suppressions: shape {tuple(suppression.shape)} != base {tuple(base.shape)}")
+        result = result * (1 - suppression.to(base))
+    return result
+
+
+def predict_with_features(
+    detector: Detector, nd: NormalityDetector, images: Sequence[Image.Image]
+) -> tuple[Prediction, NDFeatures]:
+    """The detector's own prediction and the ND features, encoding each image once when they share CLIP.
+
+    Returns:
+        ``(prediction in the detector's native geometry, NDFeatures)``.
+    """
+    if nd.shares_encoder(detector):
+        features = detector.features(images)
+        return detector.predict_from_features(features), nd.features_from(features)
+    return detector.predict(images), nd.features(images)
+
+
+class NANDDetector(Detector):
+    """A detector with normalities added (Eq. 5); build it with :func:`add_normality`.
+
+    ``predict`` gives ``A ⊙ Π_k (1 − A_sup_k)`` on the ``nd.eval_size`` grid over the wrapped detector's
+    region (same :attr:`geometry`), and image score ``max`` of that map.
+
+    Args:
+        detector: The detector whose normality is extended.
+        nd: ND module computing the suppression maps.
+        normalities: The normalities added, in order.
+    """
+
+    def __init__(self, detector: Detector, nd: NormalityDetector, normalities: Sequence[Normality]) -> None:
+        self.detector = detector
+        self.nd = nd
+        self.normalities = tuple(normalities)
+        self.class_name = nd.class_name
+        self.geometry = detector.geometry
+        self.name = f"{detector.name}+nand"
+
+    def fit(self, images: Sequence[Image.Image]) -> NANDDetector:
+        """Fit the wrapped detector (NAND itself learns nothing)."""
+        self.detector.fit(images)
+        return self
+
+    def predict(self, images: Sequence[Image.Image]) -> Prediction:
+        """Final maps ``[B, 256, 256]`` (Eq. 6) and image scores ``max A_final`` ``[B]``."""
+        base, features = predict_with_features(self.detector, self.nd, images)
+        base_maps = to_eval_grid(base.maps, self.nd.eval_size)
+        suppressions = [
+            self.nd.suppression_map(features, n.f_add, self.detector.geometry) for n in self.normalities
+        ]
+        maps = final_map(base_maps, suppressions)
+        return Prediction(maps=maps, scores=maps.amax(dim=(1, 2)))
+
+
+def add_normality(
+    detector: Detector, normality: str | Sequence[str], nd: NormalityDetector | None = None
+) -> NANDDetector:
+    """Eq. 5: ``NAND(detector, normality)``, a detector that treats ``normality`` as normal.
+
+    Args:
+        detector: Any map-producing detector, or a :class:`NANDDetector` (normalities then compose:
+            ``A ⊙ Π_k (1 − A_sup_k)``).
+        normality: A group name of the class (``"thread"``), one phrase (``"carpet with a loose
+            thread"``) or a list of phrases.
+        nd: ND module; default: the NANDDetector's own, or for an APRIL-GAN a
+            ``NormalityDetector(detector)`` sharing its forward pass. Required for other detectors.
+
+    Raises:
+        ValueError: No ND module for a non-APRIL-GAN detector, a class mismatch between the detector
+            and the ND module, or a bad normality (see :meth:`NormalityDetector.phrases`).
+    """
+    if isinstance(detector, NANDDetector) and (nd is None or nd is detector.nd):
+        added = detector.nd.normality(normality)
+        return NANDDetector(detector.detector, detector.nd, [*detector.normalities, added])
+    if nd is None:
+        if not isinstance(detector, AprilGAN):
+            raise ValueError(f"nd: a NormalityDetector is required to wrap {detector.name!r}")
+        nd = NormalityDetector(detector)
+    class_name = getattr(detector, "class_name", nd.class_name)
+    if class_name != nd.class_name:
+        raise ValueError(f"nd: built for class {nd.class_name!r}, detector is for {class_name!r}")
+    return NANDDetector(detector, nd, [nd.normality(normality)])
+
+
+def add_normalities(
+    detector: Detector, normalities: Sequence[str | Sequence[str]], nd: NormalityDetector | None = None
+) -> NANDDetector:
+    """Add several normalities at once: ``A ⊙ Π_k (1 − A_sup_k)``, same as chaining :func:`add_normality`."""
+    if not normalities:
+        raise ValueError("normalities: need at least one normality")
+    for normality in normalities:
+        detector = add_normality(detector, normality, nd)
+        nd = detector.nd
+    return detector
+
+
+def base_scores(base: Prediction, score: str = "map_max", eval_size: int = EVAL_SIZE) -> torch.Tensor:
+    """Image scores "before" NAND: ``max`` of the map on the evaluation grid, or the native score.
+
+    ``"map_max"`` is consistent with NAND's ``max A_final`` (both on the same 256 × 256 grid);
+    ``"native"`` is the detector's own score (for APRIL-GAN, the CLS-text probability).
+
+    Raises:
+        ValueError: Unknown ``score``.
+    """
+    if score not in BEFORE_SCORES:
+        raise ValueError(f"score: expected one of {BEFORE_SCORES}, got {score!r}")
+    return to_eval_grid(base.maps, eval_size).amax(dim=(1, 2)) if score == "map_max" else base.scores
+
+
+def sweep_groups(
+    nd: NormalityDetector,
+    features: NDFeatures,
+    base_maps: torch.Tensor,
+    geometry: MapGeometry,
+    groups: Sequence[str] | Mapping[str, str | Sequence[str]],
+) -> dict[str, Prediction]:
+    """"After" maps and scores for each group of a class, from precomputed maps and ND features.
+
+    The images are encoded once (``features``) and each group's text once (cached in ``nd``), so a
+    class's whole Table 1 row costs one forward pass per image. Process large test sets in chunks and
+    join the scores.
+
+    Args:
+        nd: ND module of the class.
+        features: ND features of the images (:meth:`NormalityDetector.features`).
+        base_maps: ``[B, S, S]`` the detector's maps on the evaluation grid (:func:`to_eval_grid`).
+        geometry: The detector's map geometry (region the maps cover).
+        groups: Group names to add, one at a time, or a mapping ``key -> normality`` (a group name, a
+            phrase or a list of phrases, as for :func:`add_normality`), e.g. to override a group's phrases.
+
+    Returns:
+        Group (or key) -> Prediction with ``A ⊙ (1 − A_sup)`` and its per-image max, in input order.
+    """
+    normalities = groups if isinstance(groups, Mapping) else {group: group for group in groups}
+    results = {}
+    for key, normality in normalities.items():
+        suppression = nd.suppression_map(features, nd.normality(normality).f_add, geometry)
+        maps = final_map(base_maps, [suppression])
+        results[key] = Prediction(maps=maps, scores=maps.amax(dim=(1, 2)))
+    return results

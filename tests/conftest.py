@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny synthetic dataset and the real MVTec AD sample (when present)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nandlib.data import generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+MVTEC_SAMPLE = REPO.parent / "shared" / "data" / "mvtec_sample"
+SYNTH_CLASSES = ("carpet", "bottle")
+SYNTH_SEED = 0
+SYNTH_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic MVTec-layout dataset: carpet and bottle, 64 px, scale "small" (10 train, 5 good and
+    3 images per defect type), seed 0. Read-only: copy it before changing anything."""
+    out = tmp_path_factory.mktemp("synth") / "mvtec"
+    return generate_dataset(out, SYNTH_CLASSES, seed=SYNTH_SEED, scale="small", size=SYNTH_SIZE)
+
+
+@pytest.fixture(scope="session")
+def mvtec_sample() -> Path:
+    """Real MVTec AD files (bottle, transistor, grid) in ``<repo>/../shared/data/mvtec_sample``."""
+    if not MVTEC_SAMPLE.is_dir():
+        pytest.skip(f"real MVTec AD sample not found at {MVTEC_SAMPLE}")
+    return MVTEC_SAMPLE

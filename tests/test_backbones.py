@@ -1,0 +1,102 @@
+"""CLIP backbone: APRIL-GAN's layer taps, Eq. 3 text features, 518-px grid and position-embedding resize."""
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nandlib.backbones import default_layers, load_clip
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_clip("nand-tiny-p14", seed=0)  # 224 px: 16 x 16 grid, 4 blocks
+
+
+def test_random_init_518_model_has_37_by_37_grid_and_exact_gelu():
+    backbone = load_clip("nand-tiny-p14", image_size=518)
+    assert backbone.grid_size == (37, 37)
+    assert backbone.model.visual.positional_embedding.shape == (37 * 37 + 1, 64)
+    activations = {type(m) for m in backbone.model.modules()}
+    assert torch.nn.GELU in activations and open_clip.transformer.QuickGELU not in activations
+
+
+def test_checkpoint_resize_keeps_cls_position_and_resizes_grid_bicubic_antialiased(tiny, tmp_path):
+    path = tmp_path / "tiny224.pt"
+    torch.save(tiny.model.state_dict(), path)
+    resized = load_clip("nand-tiny-p14", checkpoint=path, image_size=518)
+    old = tiny.model.visual.positional_embedding.detach()
+    new = resized.model.visual.positional_embedding.detach()
+    assert torch.equal(new[0], old[0])
+    grid = old[1:].reshape(1, 16, 16, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(37, 37), mode="bicubic", antialias=True, align_corners=False)
+    assert torch.allclose(new[1:], expected.permute(0, 2, 3, 1).reshape(37 * 37, -1), atol=1e-6)
+
+
+def test_encode_image_layers_match_open_clip_intermediates_and_embedding(tiny):
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    embedding, tokens = tiny.encode_image_layers(images, (1, 2, 3, 4))
+    with torch.no_grad():
+        reference = tiny.model.visual.forward_intermediates(
+            images, indices=[0, 1, 2, 3], output_fmt="NLC", output_extra_tokens=True
+        )
+        expected_embedding = tiny.model.encode_image(images)
+    for ours, cls, patches in zip(
+        tokens, reference["image_intermediates_prefix"], reference["image_intermediates"], strict=True
+    ):
+        assert ours.shape == (2, 1 + 16 * 16, 64)
+        assert torch.allclose(ours, torch.cat([cls, patches], dim=1), atol=1e-5)
+    assert torch.allclose(embedding, expected_embedding, atol=1e-5)
+
+
+class _SequenceFirst(torch.nn.Module):
+    """A batch-first block seen through a sequence-first ([L, B, W]) interface."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x.transpose(0, 1)).transpose(0, 1)
+
+
+def test_encode_image_layers_handle_sequence_first_transformers(tmp_path):
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    backbone = load_clip("nand-tiny-p14", seed=3)
+    expected = backbone.encode_image_layers(images, (2, 4))
+    transformer = backbone.model.visual.transformer
+    transformer.resblocks = torch.nn.ModuleList(_SequenceFirst(b) for b in transformer.resblocks)
+    transformer.batch_first = False
+    got = backbone.encode_image_layers(images, (2, 4))
+    assert torch.allclose(got[0], expected[0], atol=1e-6)
+    for a, b in zip(got[1], expected[1], strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_encode_image_layers_keep_requested_order_and_reject_bad_layers(tiny):
+    images = torch.zeros(1, 3, 224, 224)
+    _, forward = tiny.encode_image_layers(images, (1, 3))
+    _, backward = tiny.encode_image_layers(images, (3, 1))
+    assert torch.equal(forward[0], backward[1]) and not torch.equal(forward[0], forward[1])
+    for bad in [(0, 1), (5,), ()]:
+        with pytest.raises(ValueError, match="layers"):
+            tiny.encode_image_layers(images, bad)
+
+
+def test_default_layers_scale_with_depth(tiny):
+    assert default_layers(24) == (6, 12, 18, 24)
+    assert default_layers(12) == (3, 6, 9, 12)
+    assert tiny.default_layers() == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match="n_blocks"):
+        default_layers(3)
+
+
+def test_text_feature_is_normalised_mean_of_normalised_embeddings(tiny):
+    prompts = ["a photo of a bottle.", "a photo of a broken bottle.", "a bottle with a crack."]
+    raw = tiny.encode_text(prompts)
+    mean = (raw / raw.norm(dim=-1, keepdim=True)).mean(dim=0)
+    expected = mean / mean.norm()
+    assert torch.allclose(tiny.text_feature(prompts, batch_size=2), expected, atol=1e-6)
+    assert not torch.allclose(expected, raw.mean(dim=0) / raw.mean(dim=0).norm(), atol=1e-4)
+    with pytest.raises(ValueError, match="prompts"):
+        tiny.text_feature([])
