@@ -28,3 +28,7 @@ test-all: install
 
 clean:
 	rm -rf _build book/generated
+
+book: install
+	$(VENV)/bin/nand book --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --workers $(WORKERS)
+	@test -f _build/html/index.html && echo "open _build/html/index.html"

@@ -13,6 +13,11 @@ k = 0, 1, 5 on generated images; (3) in the anomalib venv, the same weights go i
 ("same pixels") or anomalib's own tensor pre-processing of the same images ("own preprocessing");
 nandlib's WinCLIP is also run there, under open_clip 2.24 (sequence-first transformer); (4) the max
 absolute differences of maps and scores are printed and written to ``<work>/summary.json``.
+
+Measured (CPU, torch 2.14.1, anomalib 2.7.0, 3 test images, references chosen by seed 0): text embeddings
+identical; maps and scores for k = 0, 1, 5 within 2e-7 of anomalib on the same pixels and within 2e-7
+between open_clip 3.3 and 2.24; with anomalib's own tensor pre-processing, within 1.3e-4 (maps) and 9e-5
+(scores), the PIL-vs-tensor bicubic resize difference (under 1/255 per pixel).
 """
 
 from __future__ import annotations

@@ -193,3 +193,82 @@ def book(
     except (RuntimeError, FileNotFoundError, ValueError) as error:
         raise _fail(error) from error
     typer.echo("book built: _build/html/index.html")
+
+
+toy_app = typer.Typer(help="The toy world: everything trained here, in minutes (book: reproducing.md).")
+app.add_typer(toy_app, name="toy")
+
+
+@toy_app.command("train")
+def toy_train(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default data/toy/seed<SEED>).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of images, initialisation and batches.")] = 0,
+    steps: Annotated[int, typer.Option(help="CLIP optimiser steps.")] = 400,
+    adapter_epochs: Annotated[int, typer.Option(help="Epochs of APRIL-GAN's linear layers.")] = 5,
+    normality_weight: Annotated[
+        float, typer.Option(help="Weight of our normality loss (0: the official recipe only).")
+    ] = 1.0,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (results depend on it).")] = None,
+) -> None:
+    """Train the toy CLIP and APRIL-GAN's linear layers (deterministic by seed on CPU)."""
+    import dataclasses
+
+    import torch
+
+    from nandlib.toy.train import CACHE_DIR, ToyBudget, train_toy
+
+    if threads:
+        torch.set_num_threads(threads)
+    budget = ToyBudget()
+    budget = dataclasses.replace(
+        budget,
+        clip=dataclasses.replace(budget.clip, steps=steps),
+        adapters=dataclasses.replace(
+            budget.adapters, epochs=adapter_epochs, normality_weight=normality_weight
+        ),
+    )
+    try:
+        weights = train_toy(out or CACHE_DIR / f"seed{seed}", seed, budget, log=typer.echo)
+    except (ValueError, OSError) as error:
+        raise _fail(error) from error
+    typer.echo(f"clip: {weights.clip}\nadapters: {weights.adapters}")
+
+
+@app.command("train-adapters")
+def train_adapters_command(
+    data: Annotated[Path, typer.Option(help="Auxiliary dataset, MVTec AD layout, with masks (e.g. VisA).")],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (authors' format).")],
+    model: Annotated[str, typer.Option(help="CLIP model (open_clip or registered config).")] = "ViT-L-14-336",
+    pretrained: Annotated[str | None, typer.Option(help="open_clip tag, e.g. openai.")] = None,
+    clip_checkpoint: Annotated[Path | None, typer.Option(help="Local CLIP weights.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Input size (APRIL-GAN: 518).")] = None,
+    layers: Annotated[str | None, typer.Option(help="Comma-separated blocks (default L/4..L).")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs (authors: 15 on VisA).")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Images per step (authors: 8).")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed (authors: 111).")] = 111,
+    normality_weight: Annotated[
+        float, typer.Option(help="Our normality loss (not the authors'); 0 keeps the official recipe.")
+    ] = 0.0,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+) -> None:
+    """Train APRIL-GAN's linear layers with the authors' recipe (focal + dice on masks, frozen CLIP)."""
+    from nandlib.backbones import load_clip
+    from nandlib.training.adapters import AdapterTraining, train_adapters
+
+    try:
+        backbone = load_clip(
+            model, pretrained=pretrained, checkpoint=clip_checkpoint, image_size=image_size, device=device
+        )
+        config = AdapterTraining(
+            epochs=epochs, batch_size=batch_size, seed=seed, normality_weight=normality_weight
+        )
+        chosen = [int(x) for x in layers.split(",")] if layers else None
+        adapters, _ = train_adapters(
+            backbone, data, layers=chosen, config=config,
+            log=lambda epoch, loss: typer.echo(f"epoch {epoch + 1}/{epochs} loss {loss:.4f}"),
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(error) from error
+    out.parent.mkdir(parents=True, exist_ok=True)
+    adapters.save(out)
+    typer.echo(f"wrote {out}")

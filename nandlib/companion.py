@@ -85,7 +85,6 @@ def build_html(book_dir: Path = BOOK_DIR) -> Path:
         "build",
         str(book_dir),
         "-W",
-        "-n",
         "--keep-going",
     ]
     done = subprocess.run(command, cwd=book_dir.parent, check=False)

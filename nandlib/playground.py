@@ -61,7 +61,9 @@ class Playground:
         """
         groups = anomaly_groups(self.data.name)
         if group not in groups:
-            raise ValueError(f"group: {group!r} is not a group of {self.data.name!r}; choose from {list(groups)}")
+            raise ValueError(
+                f"group: {group!r} is not a group of {self.data.name!r}; choose from {list(groups)}"
+            )
         self.last_suppression = self.suppression(phrases)
         after = final_map(self.base_maps, [self.last_suppression]).amax(dim=(1, 2)).numpy()
         before = self.base_maps.amax(dim=(1, 2)).numpy()
@@ -70,8 +72,17 @@ class Playground:
         auroc_before = 100 * image_auroc(labels[keep], before[keep], name)
         auroc_after = 100 * image_auroc(labels[keep], after[keep], name)
         text = phrases if isinstance(phrases, str) else " | ".join(phrases)
-        return pd.DataFrame([{"group": group, "phrases": text, "auroc_before": round(auroc_before, 1),
-                              "auroc_after": round(auroc_after, 1), "delta": round(auroc_after - auroc_before, 1)}])
+        return pd.DataFrame(
+            [
+                {
+                    "group": group,
+                    "phrases": text,
+                    "auroc_before": round(auroc_before, 1),
+                    "auroc_after": round(auroc_after, 1),
+                    "delta": round(auroc_after - auroc_before, 1),
+                }
+            ]
+        )
 
     def suppression(self, phrases: str | Sequence[str]) -> torch.Tensor:
         """``A_sup`` ``[N, 256, 256]`` of every test image for ``phrases`` (Eq. 3, then Eq. 4 with f_add)."""
@@ -88,9 +99,12 @@ class Playground:
             before = self.base_maps[i].numpy()
             after = (self.base_maps[i] * (1 - self.last_suppression[i])).numpy()
             image = np.asarray(self.data.test[i].image().resize(before.shape[::-1]))
-            panels = [(image, {}), (self.last_suppression[i].numpy(), {"cmap": "magma", "vmin": 0, "vmax": 1}),
-                      (before, {"cmap": "jet", "vmin": before.min(), "vmax": before.max()}),
-                      (after, {"cmap": "jet", "vmin": before.min(), "vmax": before.max()})]
+            panels = [
+                (image, {}),
+                (self.last_suppression[i].numpy(), {"cmap": "magma", "vmin": 0, "vmax": 1}),
+                (before, {"cmap": "jet", "vmin": before.min(), "vmax": before.max()}),
+                (after, {"cmap": "jet", "vmin": before.min(), "vmax": before.max()}),
+            ]
             for ax, (panel, kwargs) in zip(axes[row], panels, strict=True):
                 ax.imshow(panel, **kwargs)
                 ax.set_xticks([])

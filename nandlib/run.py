@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nandlib import __version__
 from nandlib.backbones import load_clip
@@ -166,9 +166,9 @@ def provenance(
 ) -> dict[str, Any]:
     """Where a unit's numbers come from: profile, weights, data, code version, date, machine."""
     readme = Path(cfg.data_root) / "README.txt"
-    dataset = (
-        readme.read_text().splitlines()[0] if readme.is_file() else f"MVTec AD layout at {cfg.data_root}"
-    )
+    dataset = f"MVTec AD layout at {cfg.data_root}"
+    if readme.is_file():  # generated data says so in its first lines
+        dataset = " ".join(line for line in readme.read_text().splitlines()[:3] if line.strip())
     device = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else platform.processor() or "cpu"
     return {
         "profile": cfg.profile_name,
@@ -232,7 +232,9 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
             ).bool()
         )
         images_256.extend(_crop_image(im, r) for im, r in zip(images, regions, strict=True))
-        for group, prediction in sweep_groups(nd, features, base_eval, detector.geometry, normalities).items():
+        for group, prediction in sweep_groups(
+            nd, features, base_eval, detector.geometry, normalities
+        ).items():
             after_maps[group].append(prediction.maps)
 
     before = torch.cat(before_maps).numpy()

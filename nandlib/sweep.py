@@ -19,7 +19,7 @@ from typing import Any
 import nbformat
 import pandas as pd
 import papermill
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from nandlib.profiles import Profile
 
@@ -78,6 +78,18 @@ def _hide_injected_parameters(path: Path) -> None:
         if "injected-parameters" in tags and "hide-input" not in tags:
             cell.metadata["tags"] = [*tags, "hide-input"]
     nbformat.write(notebook, path)
+
+
+def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
+    """Refuse parameters the notebook's ``parameters`` cell does not declare (papermill only warns).
+
+    Raises:
+        ValueError: Naming the unknown parameters and the notebook.
+    """
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"parameters {unknown} are not declared in {notebook}'s parameters cell")
 
 
 def _describe(err: Exception) -> str:
@@ -144,6 +156,8 @@ def run_sweep(
     units = [Unit(c, d) for d in detectors for c in classes]
     status: dict[Unit, str] = {u: "skipped" for u in units if u.results_path(out).is_file()}
     todo = [u for u in units if u not in status]
+    if todo:
+        check_parameters(notebook, unit_parameters(profile, todo[0], data_root, out))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             pool.submit(

@@ -1,0 +1,81 @@
+"""The companion end to end on generated data: real per-class notebook, tables, resume, book build."""
+
+import shutil
+
+import pytest
+
+from nandlib.companion import BOOK_DIR, REPO_ROOT, aggregate, build_html, claim_output
+from nandlib.profiles import load_profile
+from nandlib.report import load_results
+from nandlib.sweep import RUN_NOTEBOOK, Unit, check_parameters, run_sweep
+from nandlib.tables import table2, table3
+
+DETECTORS = ["aprilgan", "winclip-0"]
+
+
+@pytest.fixture(scope="module")
+def swept(synth_root, tmp_path_factory):
+    """The offline profile's real run notebook on carpet, for APRIL-GAN and WinCLIP-0 (tiny models)."""
+    out = tmp_path_factory.mktemp("companion") / "generated"
+    status = run_sweep(
+        load_profile("offline"), synth_root, out, classes=["carpet"], detectors=DETECTORS, workers=2
+    )
+    assert list(status["status"]) == ["done", "done"], status.to_string()
+    return out
+
+
+def test_results_have_one_row_per_group_and_detector(swept):
+    results = load_results(swept)
+    assert sorted(results["detector"].unique()) == sorted(DETECTORS)
+    assert sorted(results.loc[results["detector"] == "aprilgan", "group"]) == [
+        "color",
+        "cut",
+        "metal",
+        "thread",
+    ]
+    assert results[["auroc_before", "auroc_after", "pauroc_before", "pauroc_after"]].notna().all().all()
+
+
+def test_tables_from_sweep(swept):
+    results = load_results(swept)
+    t2 = table2(results, detector="aprilgan")
+    assert len(t2) == 1 + 4  # carpet's AVERAGE row and its four groups
+    t3 = table3(results)
+    assert len(t3) == len(DETECTORS)
+
+
+def test_resumed_sweep_recomputes_nothing(swept, synth_root):
+    stamps = {p: p.stat().st_mtime_ns for p in swept.glob("results/*/*")}
+    status = run_sweep(load_profile("offline"), synth_root, swept, classes=["carpet"], detectors=DETECTORS)
+    assert set(status["status"]) == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in swept.glob("results/*/*")} == stamps
+
+
+def test_unknown_notebook_parameter_is_refused():
+    with pytest.raises(ValueError, match="colour"):
+        check_parameters(RUN_NOTEBOOK, {"class_name": "carpet", "colour": "red"})
+
+
+def test_output_folder_of_another_profile_is_not_mixed(tmp_path):
+    claim_output(tmp_path, "offline /data/a")
+    claim_output(tmp_path, "offline /data/a")
+    with pytest.raises(RuntimeError, match="offline /data/a"):
+        claim_output(tmp_path, "paper /data/mvtec")
+
+
+def test_book_builds_with_warnings_as_errors(swept, tmp_path):
+    """The real book sources over this sweep's results, built by jupyter-book 1.x under -W."""
+    shutil.copy(REPO_ROOT / "_config.yml", tmp_path / "_config.yml")
+    book = shutil.copytree(BOOK_DIR, tmp_path / "book", ignore=shutil.ignore_patterns("generated"))
+    shutil.copytree(swept, book / "generated")
+    aggregate(book / "generated")
+    index = build_html(book)
+    assert index == tmp_path / "_build" / "html" / "index.html"
+    tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()
+    assert "Provenance" in tables and "SYNTHETIC DATA" in tables
+    assert (
+        Unit("carpet", "aprilgan")
+        .notebook_path(tmp_path / "_build" / "html" / "generated")
+        .with_suffix(".html")
+        .is_file()
+    )
