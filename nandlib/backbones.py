@@ -24,13 +24,21 @@ CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+_VOCAB_DIRS: list[Path] = []
+
+
 def register_model_configs(path: str | Path = CONFIG_DIR) -> None:
     """Make open_clip model configs (JSON files named after the model) loadable by name.
+
+    A config may come with a word vocabulary ``<model>.vocab.txt`` beside it (the toy CLIP's); that model
+    then gets a :class:`nandlib.toy.tokenizer.WordTokenizer` instead of open_clip's BPE tokenizer.
 
     Args:
         path: A JSON file or a folder of them. The project's own configs are registered on import.
     """
-    open_clip.add_model_config(Path(path))
+    path = Path(path)
+    open_clip.add_model_config(path)
+    _VOCAB_DIRS.insert(0, path if path.is_dir() else path.parent)
 
 
 register_model_configs()
@@ -230,6 +238,18 @@ def _sha256_prefix(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def get_tokenizer(model_name: str):
+    """The model's tokenizer: a word tokenizer if ``<model>.vocab.txt`` is registered, else open_clip's."""
+    for folder in _VOCAB_DIRS:
+        vocabulary = folder / f"{model_name}.vocab.txt"
+        if vocabulary.is_file():
+            from nandlib.toy.tokenizer import WordTokenizer
+
+            context = open_clip.get_model_config(model_name)["text_cfg"]["context_length"]
+            return WordTokenizer.from_file(vocabulary, context_length=context)
+    return open_clip.get_tokenizer(model_name)
+
+
 def load_clip(
     model_name: str,
     *,
@@ -296,7 +316,7 @@ def load_clip(
     device = torch.device(device)
     return ClipBackbone(
         model=model.eval().to(device),
-        tokenizer=open_clip.get_tokenizer(model_name),
+        tokenizer=get_tokenizer(model_name),
         model_name=model_name,
         weights=weights,
         image_size=int(size),

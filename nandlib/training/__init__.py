@@ -1,0 +1,1 @@
+"""Training the detectors' trainable parts (APRIL-GAN's linear layers). Book: ``method.md``, "APRIL-GAN"."""

@@ -1,0 +1,57 @@
+"""The toy CLIP's contrastive training: multi-positive loss, loss decrease, bit-identical reruns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nandlib.toy.clip_training import ClipTraining, multi_positive_loss, train_clip
+from nandlib.toy.world import clip_images
+
+
+def test_one_positive_per_row_is_clip_infonce() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3], [0.2, -0.4, 3.0]])
+    clip = (F.cross_entropy(logits, torch.arange(3)) + F.cross_entropy(logits.T, torch.arange(3))) / 2
+    assert torch.allclose(multi_positive_loss(logits, torch.eye(3, dtype=torch.bool)), clip)
+
+
+def test_duplicate_captions_count_as_positives() -> None:
+    # images 0 and 1 show the same thing; captions 0 and 1 say it twice; caption 2 is something else
+    logits = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    positives = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    e = math.e
+    row_dup = -math.log(e / (2 * e + 1))  # either duplicate, each half of the target
+    row_other = -math.log(e / (e + 2))
+    expected = (2 * row_dup + row_other) / 3  # same by symmetry for the caption direction
+    assert multi_positive_loss(logits, positives).item() == pytest.approx(expected, rel=1e-6)
+    # the optimum differs: we prefer each image equally close to both true captions, InfoNCE separates them
+    diagonal, equal = 3 * torch.eye(3), torch.tensor([[3.0, 3.0, 0.0], [3.0, 3.0, 0.0], [0.0, 0.0, 3.0]])
+    plain = torch.eye(3, dtype=torch.bool)
+    assert multi_positive_loss(equal, positives) < multi_positive_loss(diagonal, positives) - 0.5
+    assert multi_positive_loss(equal, plain) > multi_positive_loss(diagonal, plain) + 0.3
+
+
+def test_rows_without_positive_are_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        multi_positive_loss(torch.zeros(2, 2), torch.tensor([[True, False], [False, False]]))
+
+
+def _tiny_run():
+    data = clip_images(seed=0, per_class=8, classes=["carpet", "fabric", "coin", "bottle"])
+    config = ClipTraining(steps=12, batch_size=16, lr=3e-3, warmup=1, seed=5)
+    return train_clip(data, config)
+
+
+def test_short_training_lowers_loss_and_is_bit_identical() -> None:
+    torch.set_num_threads(1)
+    first, losses = _tiny_run()
+    second, again = _tiny_run()
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2
+    assert losses == again
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), second.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
