@@ -3,7 +3,7 @@
 Not a test. Random WideResNet50 weights and generated images; the cost does not depend on the
 weights. Prints one line per measurement. Book: ``reproducing.md``, "Hardware".
 
-    .venv/bin/python benchmarks/patchcore_memory.py --num-images 200 --device cpu
+    .venv/bin/python -u benchmarks/patchcore_memory.py --num-images 200 --device cpu
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from nandlib import __version__
 from nandlib.backbones import load_clip
+from nandlib.cache import FeatureCache, cache_from_setting
 from nandlib.data import anomaly_groups, read_class
 from nandlib.data.mvtec import Sample
 from nandlib.detectors.aprilgan import AprilGAN
@@ -54,7 +55,10 @@ class UnitConfig:
         profile_description: What the numbers are (provenance box).
         seed: Seed of random initialisation and of few-shot reference choice.
         device: ``"cpu"`` or ``"cuda"``.
+        precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast of the CLIP models on CUDA only.
         batch_size: Test images per forward pass.
+        cache_dir: Feature cache folder (:class:`nandlib.cache.FeatureCache`): ``None`` for the default
+            (``$NAND_CACHE_DIR`` or ``<repo>/cache``), ``""`` or ``"off"`` to encode every image anew.
         nd_model, nd_image_size, nd_pretrained, nd_clip_checkpoint: The ND module's (and APRIL-GAN's)
             CLIP backbone, see :func:`nandlib.backbones.load_clip`.
         adapters: APRIL-GAN linear-layer checkpoint (authors' format) or ``None`` for random layers.
@@ -72,7 +76,9 @@ class UnitConfig:
     profile_description: str = ""
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
     batch_size: int = 8
+    cache_dir: str | None = None
     nd_model: str = "ViT-L-14-336"
     nd_image_size: int | None = 518
     nd_pretrained: str | None = None
@@ -89,8 +95,13 @@ class UnitConfig:
         """Name used in results: ``aprilgan``, ``winclip-K`` or ``patchcore``."""
         return f"winclip-{self.shots}" if self.detector == "winclip" else self.detector
 
+    @property
+    def cache(self) -> FeatureCache | None:
+        """The unit's feature cache, or ``None`` when ``cache_dir`` switches it off."""
+        return cache_from_setting(self.cache_dir)
 
-def build_aprilgan(cfg: UnitConfig) -> AprilGAN:
+
+def build_aprilgan(cfg: UnitConfig, cache: FeatureCache | None = None) -> AprilGAN:
     """APRIL-GAN on the ND backbone: the zero-shot detector and the source of the ND module."""
     backbone = load_clip(
         cfg.nd_model,
@@ -99,11 +110,14 @@ def build_aprilgan(cfg: UnitConfig) -> AprilGAN:
         image_size=cfg.nd_image_size,
         device=cfg.device,
         seed=cfg.seed,
+        precision=cfg.precision,
     )
-    return AprilGAN(backbone, cfg.class_name, adapters=cfg.adapters, seed=cfg.seed, batch_size=cfg.batch_size)
+    return AprilGAN(
+        backbone, cfg.class_name, adapters=cfg.adapters, seed=cfg.seed, batch_size=cfg.batch_size, cache=cache
+    )
 
 
-def build_detector(cfg: UnitConfig, aprilgan: AprilGAN) -> Detector:
+def build_detector(cfg: UnitConfig, aprilgan: AprilGAN, cache: FeatureCache | None = None) -> Detector:
     """The detector NAND wraps in this unit (APRIL-GAN reuses the ND module's own model).
 
     Raises:
@@ -120,8 +134,11 @@ def build_detector(cfg: UnitConfig, aprilgan: AprilGAN) -> Detector:
             image_size=cfg.detector_image_size,
             device=cfg.device,
             seed=cfg.seed,
+            precision=cfg.precision,
         )
-        return WinCLIP(backbone, cfg.class_name, k_shot=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size)
+        return WinCLIP(
+            backbone, cfg.class_name, k_shot=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size, cache=cache
+        )
     if cfg.detector == "patchcore":
         from nandlib.detectors.patchcore import PatchCore
 
@@ -177,7 +194,7 @@ def provenance(
         "weights": weights,
         "nandlib": __version__,
         "commit": _commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()} ({device}, {os.cpu_count()} CPUs, torch {torch.__version__})",
         "config": asdict(cfg),
         **(extra or {}),
@@ -203,9 +220,10 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)
     groups = anomaly_groups(cfg.class_name)
-    aprilgan = build_aprilgan(cfg)
+    cache = cfg.cache
+    aprilgan = build_aprilgan(cfg, cache)
     nd = NormalityDetector(aprilgan)
-    detector = build_detector(cfg, aprilgan)
+    detector = build_detector(cfg, aprilgan, cache)
     if detector is not aprilgan:
         detector.fit([s.image() for s in data.train])
     normalities = {g: (cfg.phrases or {}).get(g, g) for g in groups}
@@ -263,6 +281,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         weights=_weights(aprilgan, detector),
         extra={
             "seconds": round(time.perf_counter() - started, 1),
+            "feature_cache": cache and f"{cache.root}: {cache.hits} hits, {cache.misses} misses",
             "reference_indices": getattr(detector, "reference_indices_", None),
         },
     )

@@ -29,9 +29,9 @@ def starting_points(num_features: int, num_starts: int, seed: int) -> torch.Tens
     return torch.from_numpy(np.random.RandomState(seed).choice(num_features, count, replace=False))
 
 
-def euclidean_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor | None = None) -> torch.Tensor:
-    """Distances ``[len(a), len(b)]`` by the official expansion ``sqrt(max(|a|² + |b|² − 2a·b, 0))``."""
-    a_sq = (a * a).sum(1) if a_sq is None else a_sq
+def euclidean_distances(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor) -> torch.Tensor:
+    """Distances ``[len(a), len(b)]`` by the official expansion ``sqrt(max(|a|² + |b|² − 2a·b, 0))``;
+    ``a_sq`` holds the squared norms of ``a``."""
     return (-2 * (a @ b.T) + a_sq[:, None] + (b * b).sum(1)[None, :]).clamp_min(0).sqrt()
 
 
@@ -105,7 +105,9 @@ def approximate_greedy_coreset(
     for step in range(size):
         index = torch.argmax(distance).view(1)  # stays on device: no host sync per step
         selected[step] = index[0]
-        to_selected = euclidean_distances(reduced, reduced.index_select(0, index), squared_norms)[:, 0]
+        point = reduced.index_select(0, index)[0]
+        # The official expansion on 1-D vectors ([N, 1] operands take a slow broadcasting path on CPU).
+        to_selected = (-2 * (reduced @ point) + squared_norms + (point * point).sum()).clamp_min(0).sqrt()
         torch.minimum(distance, to_selected, out=distance)
         distance.index_fill_(0, index, -math.inf)
     return selected

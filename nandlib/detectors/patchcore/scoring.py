@@ -29,7 +29,12 @@ def nearest_neighbours(
 
     Returns:
         Squared distances ``[M, k]`` (ascending) and bank indices ``[M, k]``.
+
+    Raises:
+        ValueError: ``k`` exceeds the bank size.
     """
+    if k > len(bank):
+        raise ValueError(f"num_neighbors: {k} exceeds the memory bank size {len(bank)}")
     bank_sq = (bank * bank).sum(1)
     distances, indices = [], []
     for chunk in queries.split(chunk_size):

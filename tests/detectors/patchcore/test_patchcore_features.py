@@ -140,3 +140,29 @@ def test_transforms_resize_short_side_then_crop():
     )
     mask = Image.new("L", (120, 80), 255)
     assert torch.equal(mask_transform(64, 56)(mask), torch.ones(1, 56, 56))
+
+
+def test_imagenet_weights_are_torchvision_v1(monkeypatch):
+    requested = []
+    source = torchvision.models.resnet18().state_dict()
+
+    def fake_download(weights, progress=True):
+        requested.append(weights)
+        return source
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", fake_download)
+    model, provenance = load_backbone("resnet18", "imagenet", seed=0)
+    assert requested == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1]
+    assert torch.equal(model.fc.weight, source["fc.weight"])
+    assert provenance == "torchvision:resnet18.IMAGENET1K_V1"
+
+
+def test_imagenet_weights_offline_error_says_what_to_do(monkeypatch):
+    from urllib.error import URLError
+
+    def offline(weights, progress=True):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match="local copy"):
+        load_backbone("resnet18", "imagenet", seed=0)

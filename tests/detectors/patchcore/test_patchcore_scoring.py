@@ -22,6 +22,11 @@ def test_nearest_neighbours_equal_brute_force(k):
     torch.testing.assert_close(distances, expected_distances[:, :k])
 
 
+def test_more_neighbours_than_bank_rows_fail():
+    with pytest.raises(ValueError, match="num_neighbors"):
+        nearest_neighbours(torch.zeros(2, 3), torch.zeros(4, 3), k=5)
+
+
 def test_queries_in_the_bank_score_exactly_zero():
     bank = 100 * torch.randn(30, 64, generator=torch.Generator().manual_seed(1))
     distances, indices = nearest_neighbours(bank, bank)
