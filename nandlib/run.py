@@ -143,7 +143,11 @@ def build_detector(cfg: UnitConfig, aprilgan: AprilGAN, cache: FeatureCache | No
         from nandlib.detectors.patchcore import PatchCore
 
         return PatchCore(
-            weights=cfg.detector_weights, seed=cfg.seed, device=cfg.device, batch_size=cfg.batch_size
+            weights=cfg.detector_weights,
+            seed=cfg.seed,
+            device=cfg.device,
+            batch_size=cfg.batch_size,
+            cache=cache,
         )
     raise ValueError(f"detector: expected one of {DETECTORS}, got {cfg.detector!r}")
 

@@ -44,8 +44,14 @@ class Unit:
         return out / "results" / self.detector / f"{self.class_name}.csv"
 
 
-def unit_parameters(profile: Profile, unit: Unit, data_root: Path, out: Path) -> dict[str, Any]:
-    """The run notebook's parameters for ``unit`` under ``profile`` (absolute paths)."""
+def unit_parameters(
+    profile: Profile, unit: Unit, data_root: Path, out: Path, cache_dir: str | None = None
+) -> dict[str, Any]:
+    """The run notebook's parameters for ``unit`` under ``profile`` (absolute paths).
+
+    ``cache_dir`` is the feature cache (``None``: the default root; ``"off"``: none), see
+    :class:`nandlib.run.UnitConfig`.
+    """
     settings = profile.detectors[unit.detector]
     family, _, shots = unit.detector.partition("-")
     return {
@@ -58,7 +64,9 @@ def unit_parameters(profile: Profile, unit: Unit, data_root: Path, out: Path) ->
         "profile_description": profile.description,
         "seed": profile.seed,
         "device": profile.device,
+        "precision": profile.precision,
         "batch_size": profile.batch_size,
+        "cache_dir": cache_dir,
         "nd_model": profile.nd["model"],
         "nd_image_size": profile.nd.get("image_size"),
         "nd_pretrained": profile.nd.get("pretrained"),
@@ -133,6 +141,7 @@ def run_sweep(
     detectors: Iterable[str] | None = None,
     workers: int = 2,
     notebook: Path = RUN_NOTEBOOK,
+    cache_dir: str | None = None,
 ) -> pd.DataFrame:
     """Run every unfinished unit; return one status row per unit.
 
@@ -144,6 +153,7 @@ def run_sweep(
         detectors: Subset of the profile's detectors (default: all).
         workers: Parallel papermill processes.
         notebook: The per-class notebook to execute.
+        cache_dir: Feature cache shared by the units (``None``: default root; ``"off"``: none).
 
     Returns:
         Frame ``class, detector, status`` (``done``, ``skipped`` — finished earlier — or ``failed: ...``).
@@ -157,14 +167,14 @@ def run_sweep(
     status: dict[Unit, str] = {u: "skipped" for u in units if u.results_path(out).is_file()}
     todo = [u for u in units if u not in status]
     if todo:
-        check_parameters(notebook, unit_parameters(profile, todo[0], data_root, out))
+        check_parameters(notebook, unit_parameters(profile, todo[0], data_root, out, cache_dir))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             pool.submit(
                 execute_unit,
                 str(notebook),
                 str(u.notebook_path(out)),
-                unit_parameters(profile, u, data_root, out),
+                unit_parameters(profile, u, data_root, out, cache_dir),
             ): u
             for u in todo
         }

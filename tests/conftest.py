@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from nandlib.cache import CACHE_ENV
 from nandlib.data import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,3 +31,15 @@ def mvtec_sample() -> Path:
     if not MVTEC_SAMPLE.is_dir():
         pytest.skip(f"real MVTec AD sample not found at {MVTEC_SAMPLE}")
     return MVTEC_SAMPLE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_outside_the_repo(tmp_path_factory: pytest.TempPathFactory):
+    """Runs under test (papermill kernels included) cache features in a temporary folder, not <repo>/cache."""
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous

@@ -100,3 +100,40 @@ def test_text_feature_is_normalised_mean_of_normalised_embeddings(tiny):
     assert not torch.allclose(expected, raw.mean(dim=0) / raw.mean(dim=0).norm(), atol=1e-4)
     with pytest.raises(ValueError, match="prompts"):
         tiny.text_feature([])
+
+
+def test_text_encoding_stops_at_the_longest_prompt_and_equals_full_context(tiny, monkeypatch):
+    prompts = [
+        "a photo of a bottle.",
+        "a flawless bottle photographed on a white table in daylight, top view.",
+    ]
+    tokens = tiny.tokenizer(prompts)
+    full = tiny.model.encode_text(tokens)
+    lengths = []
+    forward = tiny.model.transformer.forward
+    monkeypatch.setattr(
+        tiny.model.transformer, "forward", lambda x, **kw: lengths.append(x.shape[1]) or forward(x, **kw)
+    )
+    truncated = tiny.encode_text(prompts)
+    assert lengths == [int(tokens.argmax(dim=-1).max()) + 1] and lengths[0] < tokens.shape[1]
+    assert torch.allclose(truncated, full, atol=1e-5)
+    assert not torch.allclose(truncated[0], truncated[1], atol=1e-3)
+
+
+def test_text_encoding_falls_back_for_towers_without_causal_eot_pooling(tiny, monkeypatch):
+    prompts = ["a photo of a bottle."]
+    monkeypatch.setattr(tiny.model, "text_pool_type", "last")  # pools the last position: no truncation
+    called = []
+    original = tiny.model.encode_text
+    monkeypatch.setattr(
+        tiny.model, "encode_text", lambda tokens: called.append(tokens.shape) or original(tokens)
+    )
+    tiny.encode_text(prompts)
+    assert called == [(1, tiny.model.context_length)]
+
+
+def test_half_precision_is_refused_off_cuda():
+    with pytest.raises(ValueError, match="precision"):
+        load_clip("nand-tiny-p14", precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        load_clip("nand-tiny-p14", precision="fp8")

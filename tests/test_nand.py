@@ -19,7 +19,7 @@ from nandlib.nand import (
     final_map,
     sweep_groups,
 )
-from nandlib.prompts import TablePromptGenerator
+from nandlib.prompts import TablePromptGenerator, normality_prompts
 
 E = torch.eye(3)  # e0 = f_nor, e1 and e2 = two normalities
 
@@ -204,3 +204,18 @@ def test_bad_input_is_rejected_with_named_parameters(aprilgan):
         add_normality(_CroppingDetector(), "thread", nd=carpet)
     with pytest.raises(ValueError, match="layer_combine"):
         NormalityDetector(aprilgan, layer_combine="max")
+
+
+def test_f_add_of_a_phrase_list_is_eq3_over_all_prompts_and_encodes_each_phrase_once(aprilgan, monkeypatch):
+    nd = NormalityDetector(aprilgan)
+    backbone = aprilgan.backbone
+    first, second = ["bottle with a crack", "a chipped {}"], ["a chipped {}", "a scratched bottle"]
+    expected = backbone.text_feature(normality_prompts("bottle", second))
+    encoded: list[int] = []
+    original = type(backbone).encode_text
+    monkeypatch.setattr(
+        type(backbone), "encode_text", lambda self, p: encoded.append(len(p)) or original(self, p)
+    )
+    nd.normality_feature(first)
+    assert torch.allclose(nd.normality_feature(second), expected, atol=1e-6)
+    assert encoded == [70, 35]  # the second list re-used "a chipped {}"

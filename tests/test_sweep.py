@@ -66,7 +66,7 @@ def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path, monkeypatch):
 def test_failed_unit_is_reported_and_others_finish(profile, tmp_path, monkeypatch):
     monkeypatch.setattr(
         "nandlib.sweep.unit_parameters",
-        lambda p, u, d, o: {**_fake_parameters(p, u, d, o), "fail_on": "grid"},
+        lambda p, u, d, o, c=None: {**_fake_parameters(p, u, d, o), "fail_on": "grid"},
     )
     out = tmp_path / "out"
     frame = run_sweep(
@@ -83,7 +83,7 @@ def test_unknown_detector_is_named(profile, tmp_path):
         run_sweep(profile, tmp_path, tmp_path, detectors=["padim"], notebook=FAKE)
 
 
-def _fake_parameters(profile, unit, data_root, out):
+def _fake_parameters(profile, unit, data_root, out, cache_dir=None):
     family, _, shots = unit.detector.partition("-")
     return {
         "class_name": unit.class_name,

@@ -11,7 +11,8 @@ nothing about the paper's numbers.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def _rng(seed: int, class_name: str, split: str, anomaly_type: str, index: int) 
     return np.random.default_rng(np.random.SeedSequence([seed, key, index]))
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Noise in [-1, 1] varying over about ``cells`` cells per side (bicubic upsampling)."""
     coarse = Image.fromarray(rng.uniform(0, 255, (cells, cells)).astype(np.uint8))
     return np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 127.5 - 1
@@ -127,38 +128,62 @@ def _texture_shade(
         lines = ((x * 8 + phase[0] / 6) % 1 < 0.2) | ((y * 8 + phase[1] / 6) % 1 < 0.2)
         return (0.3, 0.3, 0.3), np.where(lines, 2.5, 1.0)
     if class_name == "leather":
-        return (0.5, 0.32, 0.2), 1 + 0.15 * _smooth_noise(rng, size, 8)
+        return (0.5, 0.32, 0.2), 1 + 0.15 * smooth_noise(rng, size, 8)
     if class_name == "tile":
-        return (0.6, 0.6, 0.6), 1 + 0.2 * np.sign(_smooth_noise(rng, size, 24))
+        return (0.6, 0.6, 0.6), 1 + 0.2 * np.sign(smooth_noise(rng, size, 24))
     if class_name == "wood":
         grain = np.sin(2 * np.pi * (8 * x + 0.4 * np.sin(2 * np.pi * y + phase[0])))
         return (0.75, 0.55, 0.35), 0.88 + 0.12 * grain
     raise ValueError(f"no synthetic texture for class {class_name!r}")
 
 
+TextureShade = Callable[[str, np.ndarray, np.ndarray, np.random.Generator], tuple[RGB, np.ndarray]]
+ObjectParts = Callable[[str, np.ndarray, np.ndarray, np.random.Generator], tuple[float, list[Part]]]
+
+
+@dataclass(frozen=True)
+class SceneTables:
+    """What a family of classes looks like: the texture classes and how textures and objects are drawn.
+
+    Attributes:
+        textures: Names of the texture classes (every other class is an object on a plain background).
+        texture_shade: ``(name, x, y, rng) -> (base colour, brightness pattern [S, S])``.
+        object_parts: ``(name, x, y, rng) -> (background grey level, [(where, colour or None), ...])``,
+            parts painted in order; colour ``None`` cuts a hole back to the background.
+    """
+
+    textures: Collection[str]
+    texture_shade: TextureShade
+    object_parts: ObjectParts
+
+
+MVTEC_SCENES = SceneTables(TEXTURE_CLASSES, _texture_shade, _object_parts)
+
+
 def render_scene(
-    class_name: str, rng: np.random.Generator, size: int
+    class_name: str, rng: np.random.Generator, size: int, tables: SceneTables = MVTEC_SCENES
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a normal image of ``class_name``.
 
     Args:
-        class_name: MVTec AD class.
+        class_name: A class of ``tables`` (MVTec AD's by default).
         rng: Random generator (jitter, phases, noise).
         size: Image side in pixels.
+        tables: How the classes look (:class:`SceneTables`; the toy world's auxiliary classes have their own).
 
     Returns:
         ``(image, object_mask, background)``: float RGB ``[S, S, 3]`` in [0, 1], where the object is (all
         ``True`` for textures), and the RGB colour behind the object.
     """
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    if class_name in TEXTURE_CLASSES:
-        base, shade = _texture_shade(class_name, x, y, rng)
+    if class_name in tables.textures:
+        base, shade = tables.texture_shade(class_name, x, y, rng)
         background = np.asarray(base, dtype=np.float32)
         image = background * shade[..., None]
         object_mask = np.ones((size, size), dtype=bool)
     else:
         dx, dy = rng.uniform(-0.03, 0.03, 2)
-        level, parts = _object_parts(class_name, x - dx, y - dy, rng)
+        level, parts = tables.object_parts(class_name, x - dx, y - dy, rng)
         background = np.full(3, level, dtype=np.float32)
         image = np.broadcast_to(background, (size, size, 3)).copy()
         object_mask = np.zeros((size, size), dtype=bool)
@@ -169,23 +194,44 @@ def render_scene(
     return image, object_mask, background
 
 
+def render_defective(
+    class_name: str,
+    anomaly_type: str,
+    rng: np.random.Generator,
+    size: int,
+    tables: SceneTables,
+    types: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The normal scene (:func:`render_scene`), then the defect ``anomaly_type`` painted on it.
+
+    The scene is drawn first from ``rng``, so the same seed gives the same image with and without the
+    defect: they differ exactly on the mask.
+
+    Args:
+        types: The class's anomaly types (``combined`` paints two of them).
+
+    Returns:
+        ``(image, mask)``: float RGB ``[S, S, 3]`` in [0, 1] and the boolean defect mask ``[S, S]`` (all
+        ``False`` for ``good``).
+    """
+    image, object_mask, background = render_scene(class_name, rng, size, tables)
+    if anomaly_type == GOOD:
+        return image, np.zeros((size, size), dtype=bool)
+    return image, paint_defect(image, object_mask, background, anomaly_type, rng, types)
+
+
 def render_sample(
     class_name: str, anomaly_type: str, rng: np.random.Generator, size: int
 ) -> tuple[Image.Image, np.ndarray]:
     """Render one image of ``class_name`` with a defect of ``anomaly_type`` (none for ``good``).
 
-    The normal scene is drawn first from ``rng``, so the same seed gives the same image with and without
-    the defect: they differ exactly on the mask.
-
     Returns:
         ``(image, mask)``: PIL image (mode ``L`` for grid, screw and zipper, like MVTec AD; else ``RGB``)
-        and the boolean defect mask ``[S, S]`` (all ``False`` for ``good``).
+        and the boolean defect mask ``[S, S]`` (all ``False`` for ``good``); see :func:`render_defective`.
     """
-    image, object_mask, background = render_scene(class_name, rng, size)
-    if anomaly_type == GOOD:
-        mask = np.zeros((size, size), dtype=bool)
-    else:
-        mask = paint_defect(image, object_mask, background, anomaly_type, rng, ANOMALY_TYPES[class_name])
+    image, mask = render_defective(
+        class_name, anomaly_type, rng, size, MVTEC_SCENES, ANOMALY_TYPES[class_name]
+    )
     pil = Image.fromarray(np.round(image * 255).astype(np.uint8), "RGB")
     return (pil.convert("L") if class_name in GRAYSCALE_CLASSES else pil), mask
 

@@ -24,9 +24,11 @@ from PIL import Image
 
 from nandlib.adapters import Adapters
 from nandlib.backbones import ClipBackbone
+from nandlib.cache import FeatureCache
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.prompts import aprilgan_prompts
 
+CACHE_NAMESPACE = "clip-layers"  # raw block outputs + image embedding, before the adapters
 LOGIT_SCALE = 100.0  # APRIL-GAN's fixed temperature, for maps and image scores alike
 LAYER_COMBINES = ("sum", "mean")
 
@@ -73,12 +75,16 @@ def zero_shot_maps(
     if combine not in LAYER_COMBINES:
         raise ValueError(f"layer_combine: expected one of {LAYER_COMBINES}, got {combine!r}")
     rows, cols = grid
+    # A two-way softmax is sigmoid(l1 - l0), and bilinear upsampling is linear: upsampling the one logit
+    # difference gives the same probabilities as upsampling both logits (half the work, no softmax).
+    difference = text_features[:, 1] - text_features[:, 0]
     total = None
     for tokens in patch_tokens:
-        logits = LOGIT_SCALE * tokens @ text_features.to(tokens)  # [B, N, 2]
-        logits = logits.transpose(1, 2).reshape(tokens.shape[0], 2, rows, cols)
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-        probability = logits.softmax(dim=1)[:, 1]
+        logits = LOGIT_SCALE * tokens @ difference.to(tokens)  # [B, N]
+        logits = F.interpolate(
+            logits.reshape(-1, 1, rows, cols), size=size, mode="bilinear", align_corners=True
+        )
+        probability = logits[:, 0].sigmoid()
         total = probability if total is None else total + probability
     return total if combine == "sum" else total / len(patch_tokens)
 
@@ -104,6 +110,9 @@ class AprilGAN(Detector):
             ``adapters`` is an ``Adapters`` (it carries its layers).
         seed: Seed of random adapters.
         batch_size: Images per forward pass.
+        cache: Feature cache for the backbone's outputs (``None``: encode every time). Entries hold the
+            raw block outputs *before* the adapters, keyed by backbone and layers, so they are shared with
+            every ND module and APRIL-GAN on that backbone whatever their linear layers.
 
     Attributes:
         geometry: ``MapGeometry(resize=backbone.image_size)``: squash, no crop; maps cover the image.
@@ -120,10 +129,12 @@ class AprilGAN(Detector):
         layers: Sequence[int] | None = None,
         seed: int = 0,
         batch_size: int = 8,
+        cache: FeatureCache | None = None,
     ) -> None:
         if not isinstance(class_name, str) or not class_name.strip():
             raise ValueError("class_name: must be a non-empty string")
         self.backbone = backbone
+        self.cache = cache
         self.class_name = class_name
         self.batch_size = batch_size
         self.geometry = MapGeometry(resize=backbone.image_size)
@@ -160,8 +171,7 @@ class AprilGAN(Detector):
         per_layer: list[list[torch.Tensor]] = [[] for _ in layers]
         embeddings = []
         for start in range(0, len(images), self.batch_size):
-            batch = self.backbone.preprocess(images[start : start + self.batch_size])
-            embedding, tokens = self.backbone.encode_image_layers(batch, layers)
+            embedding, tokens = self.encode(images[start : start + self.batch_size])
             embeddings.append(F.normalize(embedding, dim=-1))
             for bucket, projected in zip(per_layer, self.adapters(tokens), strict=True):
                 bucket.append(projected)
@@ -173,6 +183,26 @@ class AprilGAN(Detector):
             map_size=(size, size),
             image_sizes=tuple(im.size for im in images),
         )
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Raw image embedding ``[B, D]`` and block outputs ``[B, 1 + N, W]`` per layer, on ``device``.
+
+        Read from :attr:`cache` where present (step 1 only; the adapters run on every call).
+        """
+        layers = self.adapters.layers
+
+        def compute(batch: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+            embedding, tokens = self.backbone.encode_image_layers(self.backbone.preprocess(batch), layers)
+            return {"embedding": embedding, **{f"layer{n}": t for n, t in zip(layers, tokens, strict=True)}}
+
+        if self.cache is None:
+            out = compute(images)
+        else:
+            settings = self.backbone.feature_settings() | {"layers": list(layers)}
+            out = self.cache.get_or_compute(CACHE_NAMESPACE, settings, images, compute)
+        device = self.backbone.device
+        return out["embedding"].to(device), [out[f"layer{n}"].to(device) for n in layers]
 
     @torch.no_grad()
     def predict_from_features(self, features: AprilGANFeatures) -> Prediction:

@@ -31,6 +31,7 @@ class Profile:
         seed: Global seed.
         device: ``cpu`` or ``cuda``.
         batch_size: Images per forward pass.
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast of the CLIP models on CUDA (optional key).
         nd: The ND module's (and APRIL-GAN's) backbone and weights.
         detectors: Detector name (``aprilgan``, ``winclip-K``, ``patchcore``) → its settings.
     """
@@ -44,6 +45,7 @@ class Profile:
     batch_size: int
     nd: dict[str, Any]
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 def _expand(value: Any) -> Any:
@@ -94,4 +96,5 @@ def load_profile(name_or_path: str | Path, *, data_root: str | Path | None = Non
         batch_size=int(raw["batch_size"]),
         nd=dict(raw["nd"]),
         detectors={k: dict(v or {}) for k, v in raw["detectors"].items()},
+        precision=raw.get("precision", "fp32"),
     )

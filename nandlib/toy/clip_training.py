@@ -8,15 +8,17 @@ true of the image (:func:`nandlib.toy.world.describes`), in both directions.
 The image embedding is CLIP's usual class-token embedding (so WinCLIP's window embeddings and APRIL-GAN's
 image score stay defined), and a second contrastive term on the *average of the patch tokens* (through the
 same ``ln_post`` and ``proj``) puts the patch tokens into the joint space as well; without it patch tokens
-were poorly aligned with text on the prototype. Training is deterministic by seed on CPU for a fixed number
-of threads.
+were poorly aligned with text on the prototype. A third term matches each defect's own patches (weighted
+by the mask) to the captions, and batches hold few classes with each good image beside its defective twin
+(:func:`batch_indices`), so that the defects, not the classes, decide the loss. Training is deterministic
+by seed on CPU for a fixed number of threads.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,9 @@ class ClipTraining:
         weight_decay: AdamW weight decay (on matrices only).
         warmup: Warm-up steps.
         patch_weight: Weight of the contrastive term on averaged patch tokens.
+        region_weight: Weight of the term matching each defect's own patches to the captions
+            (:func:`region_embeddings`).
+        classes_per_batch: Classes in each batch (:func:`batch_indices`); ``None``: images drawn uniformly.
         seed: Seed of initialisation, batches and captions.
     """
 
@@ -50,7 +55,42 @@ class ClipTraining:
     weight_decay: float = 0.05
     warmup: int = 20
     patch_weight: float = 1.0
+    region_weight: float = 1.0
+    classes_per_batch: int | None = 8
     seed: int = 0
+
+
+def batch_indices(
+    keys: Sequence[tuple[str, str]], batch_size: int, classes_per_batch: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices of one batch: ``classes_per_batch`` classes, the same number of images each, pairs kept.
+
+    With uniformly drawn images, telling the classes apart already explains most captions of a batch, and
+    the loss plateaus before CLIP looks at the small defects. Few classes per batch, with each good image
+    next to its defective twin (:func:`nandlib.toy.world.clip_images`), leave the defects as the only
+    way to match the captions (hard negatives).
+
+    Args:
+        keys: ``(class, type)`` of each image; images ``2k`` and ``2k + 1`` of a class form a pair.
+        batch_size: Images per batch (the whole set if it has fewer).
+        classes_per_batch: Classes per batch, or ``None`` to draw images uniformly without replacement.
+        rng: Random generator.
+    """
+    if classes_per_batch is None:
+        return rng.choice(len(keys), size=min(batch_size, len(keys)), replace=False)
+    by_class: dict[str, list[int]] = {}
+    for index, (class_name, _) in enumerate(keys):
+        by_class.setdefault(class_name, []).append(index)
+    names = sorted(by_class)
+    chosen = rng.choice(len(names), size=min(classes_per_batch, len(names)), replace=False)
+    pairs_each = max(1, batch_size // (2 * len(chosen)))
+    out = []
+    for c in chosen:
+        members = by_class[names[c]]
+        starts = members[: len(members) - len(members) % 2 : 2] or members[:1]
+        for start in rng.choice(starts, size=min(pairs_each, len(starts)), replace=False):
+            out += [int(start), int(start) + 1] if start + 1 in members else [int(start)]
+    return np.asarray(out)
 
 
 def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -69,10 +109,13 @@ def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.
         raise ValueError(f"positives {tuple(positives.shape)} must match logits {tuple(logits.shape)}")
     if not (positives.any(dim=1).all() and positives.any(dim=0).all()):
         raise ValueError("positives: every image and every caption needs at least one positive")
+    return (row_loss(logits, positives) + row_loss(logits.T, positives.T)) / 2
+
+
+def row_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each row's softmax against a uniform target over the row's positives (one way)."""
     target = positives.float()
-    per_image = -(target / target.sum(1, keepdim=True) * logits.log_softmax(dim=1)).sum(1).mean()
-    per_text = -(target / target.sum(0, keepdim=True) * logits.log_softmax(dim=0)).sum(0).mean()
-    return (per_image + per_text) / 2
+    return -(target / target.sum(1, keepdim=True) * logits.log_softmax(dim=1)).sum(1).mean()
 
 
 def _pixels(backbone: ClipBackbone, images: np.ndarray) -> torch.Tensor:
@@ -84,15 +127,28 @@ def _pixels(backbone: ClipBackbone, images: np.ndarray) -> torch.Tensor:
     return ((x - mean[:, None, None]) / std[:, None, None]).to(backbone.device)
 
 
-def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-token embedding and averaged-patch embedding, both unit vectors ``[B, D]``."""
+def _embeddings(
+    backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class-token, averaged-patch and defect-region embeddings, unit vectors ``[B, D]``.
+
+    The region embedding of an image averages its patch tokens weighted by how much of each patch the
+    defect ``masks`` ``[B, S, S]`` covers (zero vector for good images, whose rows are not used).
+    """
     visual = backbone.model.visual
     visual.output_tokens = True
     try:
         pooled, tokens = visual(pixels)
     finally:
         visual.output_tokens = False
-    return F.normalize(pooled, dim=-1), F.normalize(tokens.mean(dim=1) @ visual.proj, dim=-1)
+    patch = visual.patch_size[0]
+    cover = F.avg_pool2d(masks.float()[:, None], patch).flatten(1)  # [B, N], row-major like the tokens
+    region = (cover[:, :, None] * tokens).sum(1) / cover.sum(1, keepdim=True).clamp(min=1e-6)
+    return (
+        F.normalize(pooled, dim=-1),
+        F.normalize(tokens.mean(dim=1) @ visual.proj, dim=-1),
+        F.normalize(region @ visual.proj, dim=-1),
+    )
 
 
 def train_clip(
@@ -145,17 +201,24 @@ def train_clip(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         for step in range(config.steps):
-            index = rng.choice(len(data.keys), size=min(config.batch_size, len(data.keys)), replace=False)
+            index = batch_indices(data.keys, config.batch_size, config.classes_per_batch, rng)
             keys = [data.keys[i] for i in index]
             captions, caption_keys = zip(*(sample_caption(c, t, rng) for c, t in keys), strict=True)
             positives = torch.from_numpy(describes(keys, caption_keys)).to(backbone.device)
-            image_cls, image_avg = _embeddings(backbone, _pixels(backbone, data.images[index]))
+            masks = torch.from_numpy(data.masks[index]).to(backbone.device)
+            image_cls, image_avg, region = _embeddings(backbone, _pixels(backbone, data.images[index]), masks)
             text = F.normalize(
                 model.encode_text(backbone.tokenizer(list(captions)).to(backbone.device)), dim=-1
             )
             scale = model.logit_scale.exp().clamp(max=100)
             loss = multi_positive_loss(scale * image_cls @ text.T, positives)
             loss = loss + config.patch_weight * multi_positive_loss(scale * image_avg @ text.T, positives)
+            defect = masks.flatten(1).any(dim=1)
+            if config.region_weight and defect.any():
+                # each defect's patches against every caption: those true of its image are positives
+                loss = loss + config.region_weight * row_loss(
+                    scale * region[defect] @ text.T, positives[defect]
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

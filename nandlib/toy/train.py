@@ -46,7 +46,7 @@ class ToyBudget:
 
     clip: ClipTraining = ClipTraining()
     images_per_class: int = 96
-    adapters: AdapterTraining = AdapterTraining(epochs=5, normality_weight=1.0)
+    adapters: AdapterTraining = AdapterTraining(epochs=15, normality_weight=1.0)
     aux_good: int = 24
     aux_per_type: int = 8
 
@@ -130,10 +130,17 @@ def train_toy(
 def toy_weights(
     seed: int = 0, budget: ToyBudget = ToyBudget(), log: Callable[[str], None] | None = None
 ) -> ToyWeights:
-    """The toy world of ``seed``: shipped weights, else the cache under ``data/toy/``, else trained now."""
+    """The toy world of ``seed``: shipped weights, else the cache under ``data/toy/``, else trained now.
+
+    A folder is used only if its ``training.json`` records this very budget (a cache trained with other
+    settings is retrained, not silently reused).
+    """
+    wanted = json.loads(json.dumps(asdict(_with_seed(budget, seed))))
     for folder in (SHIPPED_WEIGHTS / f"seed{seed}", CACHE_DIR / f"seed{seed}"):
         if all((folder / name).is_file() for name in FILES):
-            return ToyWeights(*(folder / name for name in FILES), json.loads((folder / FILES[2]).read_text()))
+            info = json.loads((folder / FILES[2]).read_text())
+            if info.get("budget") == wanted:
+                return ToyWeights(*(folder / name for name in FILES), info)
     return train_toy(CACHE_DIR / f"seed{seed}", seed, budget, log)
 
 

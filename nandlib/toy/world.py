@@ -24,9 +24,8 @@ import numpy as np
 from PIL import Image
 
 from nandlib.data.classes import ANOMALY_TYPES, COMBINED, GOOD, MVTEC_CLASSES, anomaly_groups
-from nandlib.data.defects import paint_defect
 from nandlib.data.layout import image_path, mask_path, staged_dataset
-from nandlib.data.synthetic import render_sample
+from nandlib.data.synthetic import SceneTables, render_defective, render_sample, smooth_noise
 from nandlib.prompts import TablePromptGenerator, templates
 from nandlib.prompts.sentences import _aprilgan_table
 
@@ -203,11 +202,6 @@ def sample_caption(
 # ---- auxiliary scenes -------------------------------------------------------------------------------------
 
 
-def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    coarse = Image.fromarray(rng.uniform(0, 255, (cells, cells)).astype(np.uint8))
-    return np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 127.5 - 1
-
-
 def _aux_texture(
     name: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
 ) -> tuple[tuple, np.ndarray]:
@@ -220,9 +214,9 @@ def _aux_texture(
         lines = ((x * 6 + phase[0] / 6) % 1 < 0.25) | ((y * 6 + phase[1] / 6) % 1 < 0.25)
         return (0.45, 0.45, 0.4), np.where(lines, 1.8, 1.0)
     if name == "suede":  # smooth blotches, like leather
-        return (0.35, 0.42, 0.25), 1 + 0.15 * _noise(rng, size, 6)
+        return (0.35, 0.42, 0.25), 1 + 0.15 * smooth_noise(rng, size, 6)
     if name == "terrazzo":  # speckled blocks, like tile
-        return (0.55, 0.5, 0.45), 1 + 0.2 * np.sign(_noise(rng, size, 16))
+        return (0.55, 0.5, 0.45), 1 + 0.2 * np.sign(smooth_noise(rng, size, 16))
     if name == "plank":  # grain, like wood
         grain = np.sin(2 * np.pi * (5 * y + 0.5 * np.sin(2 * np.pi * x + phase[0])))
         return (0.6, 0.42, 0.3), 0.88 + 0.12 * grain
@@ -269,30 +263,14 @@ def _aux_object(name: str, x: np.ndarray, y: np.ndarray, rng: np.random.Generato
     raise ValueError(f"no auxiliary object {name!r}")
 
 
+AUX_SCENES = SceneTables(AUX_TEXTURES, _aux_texture, _aux_object)
+
+
 def render_aux(
     class_name: str, anomaly_type: str, rng: np.random.Generator, size: int
 ) -> tuple[Image.Image, np.ndarray]:
-    """Render an auxiliary image (normal scene first, then the defect), like :func:`render_sample`."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    if class_name in AUX_TEXTURES:
-        base, shade = _aux_texture(class_name, x, y, rng)
-        background = np.asarray(base, dtype=np.float32)
-        image = np.clip(background * shade[..., None], 0, 1)
-        object_mask = np.ones((size, size), dtype=bool)
-    else:
-        dx, dy = rng.uniform(-0.03, 0.03, 2)
-        level, parts = _aux_object(class_name, x - dx, y - dy, rng)
-        background = np.full(3, level, dtype=np.float32)
-        image = np.broadcast_to(background, (size, size, 3)).copy()
-        object_mask = np.zeros((size, size), dtype=bool)
-        for where, rgb in parts:
-            image[where] = background if rgb is None else rgb
-            object_mask = object_mask & ~where if rgb is None else object_mask | where
-    image = np.clip(image + rng.normal(0, 0.01, image.shape), 0, 1).astype(np.float32)
-    if anomaly_type == GOOD:
-        mask = np.zeros((size, size), dtype=bool)
-    else:
-        mask = paint_defect(image, object_mask, background, anomaly_type, rng, AUX_TYPES[class_name])
+    """Render an auxiliary image and its defect mask, as :func:`render_sample` does for MVTec AD's classes."""
+    image, mask = render_defective(class_name, anomaly_type, rng, size, AUX_SCENES, AUX_TYPES[class_name])
     return Image.fromarray(np.round(image * 255).astype(np.uint8), "RGB"), mask
 
 
@@ -318,10 +296,12 @@ class ImageSet:
     Attributes:
         images: ``uint8 [N, S, S, 3]``.
         keys: ``(class, anomaly_type)`` of each image.
+        masks: Boolean defect masks ``[N, S, S]`` (empty for good images).
     """
 
     images: np.ndarray
     keys: tuple[tuple[str, str], ...]
+    masks: np.ndarray
 
 
 def clip_images(
@@ -329,8 +309,10 @@ def clip_images(
 ) -> ImageSet:
     """Images CLIP is trained on: every class (auxiliary and evaluation), half good, half spread over types.
 
-    Evaluation classes are drawn from seeds of their own (``toy/clip/...``), so no test image of the
-    evaluation set is among them; ``toothbrush`` (not in the paper's Table 1) is left out by default.
+    They come in pairs: image ``2k`` is good and image ``2k + 1`` is the very same scene with a defect
+    (same seed), so the only thing that tells their captions apart is the defect. Evaluation classes are
+    drawn from seeds of their own (``toy/clip/...``), so no test image of the evaluation set is among
+    them; ``toothbrush`` (not in the paper's Table 1) is left out by default.
 
     Args:
         seed: Base seed.
@@ -343,15 +325,17 @@ def clip_images(
         if classes is not None
         else [*AUX_CLASSES, *(c for c in MVTEC_CLASSES if c != "toothbrush")]
     )
-    images, keys = [], []
+    images, keys, masks = [], [], []
     for class_name in chosen:
         types = class_types(class_name)
         for index in range(per_class):
             kind = GOOD if index % 2 == 0 else types[(index // 2) % len(types)]
-            image, _ = render(class_name, kind, _rng(seed, "clip", class_name, kind, index), size)
+            # images 2k and 2k + 1 share their scene's seed: a good image and the same scene with a defect
+            image, mask = render(class_name, kind, _rng(seed, "clip", class_name, "scene", index // 2), size)
             images.append(np.asarray(image))
             keys.append((class_name, kind))
-    return ImageSet(images=np.stack(images), keys=tuple(keys))
+            masks.append(mask)
+    return ImageSet(images=np.stack(images), keys=tuple(keys), masks=np.stack(masks))
 
 
 def write_aux_dataset(

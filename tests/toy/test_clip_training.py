@@ -55,3 +55,36 @@ def test_short_training_lowers_loss_and_is_bit_identical() -> None:
         first.model.state_dict().items(), second.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_batches_hold_few_classes_and_whole_pairs() -> None:
+    import numpy as np
+
+    from nandlib.toy.clip_training import batch_indices
+
+    keys = [(c, "good" if i % 2 == 0 else "hole") for c in ("a", "b", "c", "d") for i in range(6)]
+    index = batch_indices(keys, 8, 2, np.random.default_rng(0))
+    assert len(index) == 8 and len({keys[i][0] for i in index}) == 2
+    pairs = sorted(index.tolist())
+    assert all(pairs[k] % 2 == 0 and pairs[k + 1] == pairs[k] + 1 for k in range(0, 8, 2))
+    uniform = batch_indices(keys, 8, None, np.random.default_rng(0))
+    assert len(set(uniform.tolist())) == 8
+
+
+def test_region_embedding_is_the_covered_patch() -> None:
+    from nandlib.backbones import load_clip
+    from nandlib.toy.clip_training import _embeddings
+
+    backbone = load_clip("nand-toy", seed=1)
+    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 8:16, 16:24] = True  # exactly patch (row 1, column 2) of the 8 x 8 grid
+    masks[1, 0:4, 0:8] = True  # half of patch 0: same direction as patch 0 alone
+    visual = backbone.model.visual
+    with torch.no_grad():
+        _, _, region = _embeddings(backbone, pixels, masks)
+        visual.output_tokens = True
+        _, tokens = visual(pixels)
+        visual.output_tokens = False
+    expected = F.normalize(torch.stack([tokens[0, 8 + 2], tokens[1, 0]]) @ visual.proj, dim=-1)
+    assert torch.allclose(region, expected, atol=1e-5)

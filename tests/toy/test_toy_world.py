@@ -79,3 +79,11 @@ def test_aux_dataset_is_mvtec_layout_with_masks(tmp_path) -> None:
     }
     with pytest.raises(ValueError):  # auxiliary classes are not MVTec AD classes: kept apart from evaluation
         read_class(root, "coin")
+
+
+def test_clip_images_pair_each_good_scene_with_its_defective_twin() -> None:
+    data = clip_images(seed=1, per_class=4, classes=["coin"])
+    for good, defect in ((0, 1), (2, 3)):
+        assert data.keys[good][1] == "good" and data.keys[defect][1] != "good"
+        changed = np.any(data.images[good] != data.images[defect], axis=-1)
+        assert 0 < changed.sum() < changed.size // 4  # the same scene, differing only where the defect is

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torchvision.models import ResNet
 
+from nandlib.cache import FeatureCache
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.detectors.patchcore.coreset import approximate_greedy_coreset
 from nandlib.detectors.patchcore.features import (
@@ -33,6 +34,7 @@ from nandlib.detectors.patchcore.scoring import anomaly_maps, nearest_neighbours
 
 # Settings that change the patch features: a saved memory bank only fits a detector that shares them.
 _FEATURE_SETTINGS = ("backbone", "layers", "resize", "crop", "pretrain_dim", "target_dim", "patch_size")
+CACHE_NAMESPACE = "patchcore"
 
 
 class PatchCore(Detector):
@@ -61,6 +63,8 @@ class PatchCore(Detector):
         device: Torch device of the backbone, memory bank and searches.
         batch_size: Images per forward pass.
         chunk_size: Query patches per block of nearest-neighbour distances.
+        cache: Feature cache for the aggregated patch features of training and test images (``None``:
+            extract every time); keyed by the feature settings. Needs a named backbone.
 
     Attributes:
         memory_bank: ``[K, target_dim]`` coreset features after :meth:`fit` or :meth:`load`.
@@ -93,6 +97,7 @@ class PatchCore(Detector):
         device: str | torch.device = "cpu",
         batch_size: int = 8,
         chunk_size: int = 1024,
+        cache: FeatureCache | None = None,
     ) -> None:
         for label, value in {
             "resize": resize, "crop": crop, "pretrain_dim": pretrain_dim, "target_dim": target_dim,
@@ -119,12 +124,15 @@ class PatchCore(Detector):
         self.sigma, self.seed, self.batch_size, self.chunk_size = sigma, seed, batch_size, chunk_size
         self.device = torch.device(device)
         if isinstance(backbone, ResNet):
+            if cache is not None:
+                raise ValueError("cache: needs a named backbone (weights are part of the key), not a module")
             if weights is not None:
                 raise ValueError("weights: only for a named backbone; a ResNet module brings its own")
             self.backbone_name, self.backbone_weights = type(backbone).__name__, "module given by caller"
         else:
             self.backbone_name = backbone
             backbone, self.backbone_weights = load_backbone(backbone, weights, seed)
+        self.cache = cache
         self.backbone = backbone.eval().to(self.device)
         self.geometry = MapGeometry(resize=resize, crop=crop)
         self.transform = image_transform(resize, crop)
@@ -143,6 +151,19 @@ class PatchCore(Detector):
         features = aggregate_patches(maps, self.patch_size, self.pretrain_dim, self.target_dim)
         return features, tuple(maps[0].shape[-2:])
 
+    def embed_images(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """:meth:`embed_tensor` of one batch of images, read from :attr:`cache` where present."""
+        if self.cache is None:
+            return self.embed_tensor(self.preprocess(images))
+
+        def compute(batch: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+            features, grid = self.embed_tensor(self.preprocess(batch))
+            return {"features": features, "grid": torch.tensor([grid] * len(batch))}
+
+        out = self.cache.get_or_compute(CACHE_NAMESPACE, self._feature_settings(), images, compute)
+        height, width = out["grid"][0].tolist()
+        return out["features"].to(self.device), (height, width)
+
     def embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Patch features of all ``images``, ``[len(images) · h · w, target_dim]``, in batches.
 
@@ -153,7 +174,7 @@ class PatchCore(Detector):
             raise ValueError("images: need at least one image")
         features = None
         for start in range(0, len(images), self.batch_size):
-            batch, _ = self.embed_tensor(self.preprocess(images[start : start + self.batch_size]))
+            batch, _ = self.embed_images(images[start : start + self.batch_size])
             if features is None:  # one allocation for the whole set, filled batch by batch
                 per_image = batch.shape[1]
                 features = torch.empty(len(images) * per_image, self.target_dim, device=self.device)
@@ -211,8 +232,7 @@ class PatchCore(Detector):
             raise ValueError("images: need at least one image")
         maps, scores = [], []
         for start in range(0, len(images), self.batch_size):
-            batch = self.preprocess(images[start : start + self.batch_size])
-            features, (height, width) = self.embed_tensor(batch)
+            features, (height, width) = self.embed_images(images[start : start + self.batch_size])
             distances, nearest = nearest_neighbours(
                 features.flatten(0, 1), self.memory_bank, k=self.num_neighbors, chunk_size=self.chunk_size
             )

@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nandlib.backbones import ClipBackbone
+from nandlib.cache import FeatureCache
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.detectors.winclip.prompts import prompt_ensemble
 from nandlib.detectors.winclip.scoring import few_shot_map, make_window_masks, zero_shot_scores
 from nandlib.detectors.winclip.windows import ImageEmbeddings, encode_images, patch_grid
+
+CACHE_NAMESPACE = "winclip"
 
 
 class WinCLIP(Detector):
@@ -38,6 +41,8 @@ class WinCLIP(Detector):
         seed: Seed of the choice of reference images in :meth:`fit`.
         batch_size: Images per visual forward.
         window_batch_size: Window sequences per transformer call (speed only).
+        cache: Feature cache for the image, window and patch embeddings of test and reference images
+            (``None``: encode every time); keyed by backbone, scales and patch grid.
 
     Attributes:
         reference_indices_: Indices (into the images given to :meth:`fit`) of the references,
@@ -58,6 +63,7 @@ class WinCLIP(Detector):
         seed: int = 0,
         batch_size: int = 8,
         window_batch_size: int = 4096,
+        cache: FeatureCache | None = None,
     ) -> None:
         if not isinstance(class_name, str) or not class_name.strip():
             raise ValueError("class_name: must be a non-empty string")
@@ -79,6 +85,7 @@ class WinCLIP(Detector):
         self.seed = seed
         self.batch_size = batch_size
         self.window_batch_size = window_batch_size
+        self.cache = cache
         self.name = f"winclip-{self.k_shot}"  # as in the profiles: winclip-0, winclip-1, winclip-5
         self.geometry = MapGeometry(resize=backbone.image_size)
         self.grid = patch_grid(backbone.model.visual)
@@ -146,21 +153,31 @@ class WinCLIP(Detector):
         return Prediction(maps=torch.cat(maps), scores=torch.cat(scores))
 
     def _embed(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
-        """Embeddings of images, ``batch_size`` at a time."""
-        parts = [
-            encode_images(
-                self.backbone.model.visual,
-                self.backbone.preprocess(images[start : start + self.batch_size]),
-                self.masks,
-                self.window_batch_size,
-            )
-            for start in range(0, len(images), self.batch_size)
-        ]
+        """Embeddings of images, ``batch_size`` at a time (through :attr:`cache` when set)."""
+        starts = range(0, len(images), self.batch_size)
+        parts = [self._embed_batch(images[start : start + self.batch_size]) for start in starts]
         return ImageEmbeddings(
             image=torch.cat([part.image for part in parts]),
             windows=[torch.cat(scale) for scale in zip(*(part.windows for part in parts), strict=True)],
             patches=torch.cat([part.patches for part in parts]),
         )
+
+    def _embed_batch(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
+        def compute(batch: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+            with self.backbone.autocast():
+                pixels = self.backbone.preprocess(batch)
+                out = encode_images(self.backbone.model.visual, pixels, self.masks, self.window_batch_size)
+            windows = {f"windows{scale}": w for scale, w in zip(self.scales, out.windows, strict=True)}
+            return {"image": out.image, "patches": out.patches, **windows}
+
+        if self.cache is None:
+            out = compute(images)
+        else:
+            settings = self.backbone.feature_settings() | {"scales": self.scales, "grid": self.grid}
+            out = self.cache.get_or_compute(CACHE_NAMESPACE, settings, images, compute)
+        out = {name: tensor.to(self.backbone.device) for name, tensor in out.items()}
+        windows = [out[f"windows{scale}"] for scale in self.scales]
+        return ImageEmbeddings(image=out["image"], windows=windows, patches=out["patches"])
 
     def _predict_batch(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps ``[B, S, S]`` and scores ``[B]`` (float32, CPU) of one batch."""

@@ -1,0 +1,128 @@
+"""The toy world's report: does NAND work when every model is trained here? (issue #8; not a test).
+
+For each seed, trains the toy world (or loads it from ``data/toy/seed<N>/``, see
+:func:`nandlib.toy.train.toy_weights`) and evaluates APRIL-GAN + NAND on the synthetic MVTec AD classes at
+64 px (the ``toy`` profile's data). Prints per class and group: Δ AUROC of the relabelled protocol (group
+added as normal), good-vs-other-defects AUROC before/after, good-vs-group AUROC after, ``A_sup`` specificity
+(:mod:`nandlib.toy.metrics`), then the texture and object averages against the issue's targets and the
+training time. With several seeds: mean ± sd. Book: ``results.md``, "Toy world".
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/toy_report.py --seeds 0,1,2 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from _common import machine
+
+from nandlib.backbones import load_clip
+from nandlib.data import generate_dataset, grouped_classes, read_class
+from nandlib.data.classes import TEXTURE_CLASSES
+from nandlib.detectors.aprilgan import AprilGAN
+from nandlib.nand import NormalityDetector
+from nandlib.toy.clip_training import TOY_MODEL
+from nandlib.toy.evaluate import evaluate_class
+from nandlib.toy.metrics import summarize_seeds
+from nandlib.toy.train import CACHE_DIR, toy_weights, train_toy
+from nandlib.toy.world import DEFAULT_SIZE
+
+KEYS = ["class", "group", "detector"]
+SHOWN = ["delta", "others_before", "others_after", "others_change", "g_vs_good_after", "sup_specificity"]
+TARGET_DELTA, TARGET_OTHERS = 10.0, 2.0  # issue #8: textures, points
+
+
+def evaluation_data(root: Path, classes: list[str]) -> Path:
+    """The ``toy`` profile's test data (synthetic seed 0, MVTec AD's counts, 64 px), generated once."""
+    missing = [c for c in classes if not (root / c).is_dir()]
+    if missing:
+        generate_dataset(root / "staging", missing, seed=0, scale="paper", size=DEFAULT_SIZE)
+        for c in missing:
+            (root / "staging" / c).rename(root / c)
+    return root
+
+
+def evaluate_seed(seed: int, classes: list[str], data: Path, retrain: bool) -> tuple[pd.DataFrame, dict]:
+    """Per class and group: the standard columns, the diagnostics and ``delta`` (points), for one seed."""
+    weights = (
+        train_toy(CACHE_DIR / f"seed{seed}", seed, log=print) if retrain else toy_weights(seed, log=print)
+    )
+    backbone = load_clip(TOY_MODEL, checkpoint=weights.clip)
+    frames = []
+    for class_name in classes:
+        aprilgan = AprilGAN(backbone, class_name, adapters=weights.adapters)
+        results, diagnostics = evaluate_class(
+            aprilgan, NormalityDetector(aprilgan), read_class(data, class_name), "aprilgan"
+        )
+        frames.append(results.merge(diagnostics, on=KEYS))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["delta"] = frame["auroc_after"] - frame["auroc_before"]
+    frame["others_change"] = frame["others_after"] - frame["others_before"]
+    frame[SHOWN] = frame[SHOWN] * 100
+    return frame, weights.info
+
+
+def kind_of(class_name: str) -> str:
+    return "texture" if class_name in TEXTURE_CLASSES else "object"
+
+
+def summary(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per class and group, then texture and object averages (over groups): ``mean ± sd`` over seeds."""
+    averaged = []
+    for frame in frames:
+        kinds = frame.assign(kind=frame["class"].map(kind_of)).groupby("kind")[SHOWN].mean().reset_index()
+        averaged.append(kinds.assign(group="AVERAGE", detector="aprilgan").rename(columns={"kind": "class"}))
+    stats = pd.concat([summarize_seeds([f[KEYS + SHOWN] for f in frames]), summarize_seeds(averaged)])
+    table = stats[["class", "group"]].copy()
+    for column in SHOWN:
+        mean, sd = stats[f"{column}_mean"], stats[f"{column}_sd"].fillna(0)
+        table[column] = [
+            f"{m:.1f}" if len(frames) == 1 else f"{m:.1f} ± {d:.1f}" for m, d in zip(mean, sd, strict=True)
+        ]
+    return table.reset_index(drop=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--classes", default=",".join(grouped_classes()), help="comma-separated classes")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (training depends on it)"
+    )
+    parser.add_argument("--retrain", action="store_true", help="train even if data/toy/seed<N> exists")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    print(machine())
+    data = evaluation_data(CACHE_DIR / "eval-synthetic-64", classes)
+    frames, infos = [], []
+    for seed in seeds:
+        frame, info = evaluate_seed(seed, classes, data, args.retrain)
+        frames.append(frame)
+        infos.append(info)
+        print(
+            f"seed {seed}: trained in {info['seconds']['total']:.0f} s (CLIP {info['seconds']['clip']:.0f} s)"
+        )
+    pd.set_option("display.width", 250)
+    table = summary(frames)
+    print(f"\nAPRIL-GAN + NAND on the toy world (AUROC points; seeds {args.seeds})")
+    print(table.to_string(index=False))
+    textures = table[(table["class"] == "texture") & (table["group"] == "AVERAGE")]
+    if len(textures):
+        print(
+            f"\ntextures: mean Δ {textures['delta'].iloc[0]} (target ≥ +{TARGET_DELTA:.0f}); change of "
+            f"good-vs-other-defects {textures['others_change'].iloc[0]} (target |·| < {TARGET_OTHERS:.0f})"
+        )
+    seconds = [info["seconds"]["total"] for info in infos]
+    print(f"training time per seed (s): {seconds}; threads {[info.get('threads') for info in infos]}")
+    print(json.dumps({"budget": infos[0].get("budget")}, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""The feature cache: hits skip compute, every key part invalidates, writers race safely, prune works."""
+
+import copy
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from nandlib.backbones import load_clip
+from nandlib.cache import FeatureCache, cache_from_setting, fingerprint, image_digest
+from nandlib.detectors.aprilgan import AprilGAN
+
+SETTINGS = {"model": "m", "weights": "random-init seed 0"}
+
+
+def _images(count: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+class _Encoder:
+    """Deterministic per-image features; records which images it was asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, images):
+        self.calls.append(len(images))
+        pixels = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)) for im in images])
+        return {"mean": pixels.mean(dim=(1, 2)), "rows": pixels.mean(dim=2)}
+
+
+def test_hit_returns_identical_features_and_computes_only_misses(tmp_path):
+    cache, encoder, images = FeatureCache(tmp_path), _Encoder(), _images(3)
+    first = cache.get_or_compute("demo", SETTINGS, images[:2], encoder)
+    again = cache.get_or_compute("demo", SETTINGS, images[:2], encoder)
+    mixed = cache.get_or_compute("demo", SETTINGS, [images[2], images[0]], encoder)
+    assert encoder.calls == [2, 1]  # the second call computed nothing, the third only images[2]
+    for name in ("mean", "rows"):
+        assert torch.equal(first[name], again[name])
+        assert torch.equal(mixed[name][1], first[name][0])
+        assert torch.equal(mixed[name][0], encoder([images[2]])[name][0])
+    assert (cache.hits, cache.misses) == (3, 3)
+    folder = tmp_path / "demo" / fingerprint(SETTINGS)
+    assert sorted(p.stem for p in folder.glob("*.safetensors")) == sorted(image_digest(i) for i in images)
+    assert (folder / "settings.json").is_file()
+
+
+def test_image_digest_follows_pixels_mode_and_size_not_the_object():
+    image = _images(1)[0]
+    assert image_digest(image) == image_digest(image.copy())
+    changed = np.asarray(image).copy()
+    changed[0, 0, 0] ^= 1
+    assert image_digest(Image.fromarray(changed)) != image_digest(image)
+    assert image_digest(image.convert("RGBA")) != image_digest(image)
+    assert image_digest(image.crop((0, 0, 24, 10))) != image_digest(image)
+
+
+def test_unreadable_entry_is_recomputed(tmp_path):
+    cache, encoder, images = FeatureCache(tmp_path), _Encoder(), _images(1)
+    expected = cache.get_or_compute("demo", SETTINGS, images, encoder)
+    entry = next((tmp_path / "demo").rglob("*.safetensors"))
+    entry.write_bytes(entry.read_bytes()[:10])  # truncated, as by a full disk
+    assert torch.equal(cache.get_or_compute("demo", SETTINGS, images, encoder)["mean"], expected["mean"])
+    assert encoder.calls == [1, 1]
+    assert torch.equal(load_file(entry)["mean"], expected["mean"][0])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_clip("nand-tiny-p14", image_size=56, seed=0)
+
+
+def _counting_aprilgan(backbone, cache, monkeypatch, **kwargs) -> tuple[AprilGAN, list[int]]:
+    calls: list[int] = []
+    original = backbone.encode_image_layers
+
+    def counted(images, layers):
+        calls.append(len(images))
+        return original(images, layers)
+
+    monkeypatch.setattr(backbone, "encode_image_layers", counted)
+    return AprilGAN(backbone, "carpet", cache=cache, **kwargs), calls
+
+
+def test_aprilgan_features_come_from_the_cache_identically(tiny, tmp_path, monkeypatch):
+    images = _images(3)
+    uncached = AprilGAN(tiny, "carpet", batch_size=2).features(images)
+    detector, calls = _counting_aprilgan(tiny, FeatureCache(tmp_path), monkeypatch, batch_size=2)
+    cold = detector.features(images)
+    warm = detector.features(images)
+    assert calls == [2, 1]  # cold: two batches encoded; warm: none
+    for a, b, c in zip(uncached.patch_tokens, cold.patch_tokens, warm.patch_tokens, strict=True):
+        assert torch.equal(a, b) and torch.equal(b, c)
+    assert torch.equal(uncached.image_embedding, warm.image_embedding)
+    # Other adapters on the same backbone and layers reuse the entries (cached before the adapters).
+    other, other_calls = _counting_aprilgan(tiny, FeatureCache(tmp_path), monkeypatch, seed=5)
+    other.features(images)
+    assert other_calls == []
+
+
+@pytest.mark.parametrize("change", ["weights", "layers", "image_size", "precision", "image"])
+def test_any_key_part_change_misses(tiny, tmp_path, monkeypatch, change):
+    images = _images(2)
+    cache = FeatureCache(tmp_path)
+    AprilGAN(tiny, "carpet", cache=cache).features(images)
+    backbone, kwargs = tiny, {}
+    if change == "weights":
+        backbone = load_clip("nand-tiny-p14", image_size=56, seed=1)
+    elif change == "layers":
+        kwargs = {"layers": (1, 4)}
+    elif change == "image_size":
+        backbone = load_clip("nand-tiny-p14", image_size=70, seed=0)
+    elif change == "precision":  # load_clip allows bf16 on CUDA only; the key must differ anyway
+        backbone = copy.copy(tiny)
+        backbone.precision = "bf16"
+    else:
+        pixels = np.asarray(images[1]).copy()
+        pixels[3, 3] = 255 - pixels[3, 3]
+        images = [images[0], Image.fromarray(pixels)]
+    detector, calls = _counting_aprilgan(backbone, cache, monkeypatch, **kwargs)
+    detector.features(images)
+    assert calls == ([1] if change == "image" else [2])
+
+
+def _race_writer(root: str, value: float, rounds: int, barrier) -> None:
+    cache = FeatureCache(root)
+    payload = {"x": torch.full((1, 256, 64), value)}
+    barrier.wait()
+    for _ in range(rounds):
+        cache._read = lambda path: None  # force a write every round
+        cache.get_or_compute("race", SETTINGS, _images(1), lambda images, payload=payload: payload)
+
+
+def test_two_processes_writing_the_same_entry_leave_a_valid_one(tmp_path):
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    workers = [
+        context.Process(target=_race_writer, args=(str(tmp_path), value, 30, barrier)) for value in (1.0, 2.0)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    entries = list((tmp_path / "race").rglob("*"))
+    files = [p for p in entries if p.is_file()]
+    assert sorted(p.suffix for p in files) == [".json", ".safetensors"]  # no temporary files left over
+    stored = load_file(next(p for p in files if p.suffix == ".safetensors"))["x"]
+    assert stored.shape == (256, 64) and stored.unique().numel() == 1 and stored[0, 0] in (1.0, 2.0)
+
+
+def test_prune_by_namespace_age_and_size(tmp_path):
+    cache, images = FeatureCache(tmp_path), _images(4)
+    for namespace in ("a", "b"):
+        cache.get_or_compute(namespace, SETTINGS, images, _Encoder())
+    entry_size = cache.size() // 8
+    info = {group.namespace: group for group in cache.info()}
+    assert (info["a"].entries, info["b"].entries, info["a"].settings) == (4, 4, SETTINGS)
+
+    old = time.time() - 10 * 86400
+    entries = sorted((tmp_path / "a").rglob("*.safetensors"))
+    for age, path in enumerate(entries):  # entries[0] oldest
+        os.utime(path, (old + age, old + age))
+    cache.get_or_compute("a", SETTINGS, [images[0]], _Encoder())  # a hit refreshes "last used"
+    assert cache.prune(namespace="a", unused_days=5) == (3, 3 * entry_size)
+    assert {group.namespace: group.entries for group in cache.info()} == {"a": 1, "b": 4}
+
+    assert cache.prune(max_bytes=2 * entry_size) == (3, 3 * entry_size)  # least recently used go first
+    assert {group.namespace: group.entries for group in cache.info()} == {"a": 1, "b": 1}
+    assert cache.prune() == (2, 2 * entry_size)
+    assert cache.info() == [] and cache.size() == 0
+    with pytest.raises(ValueError, match="max_bytes"):
+        cache.prune(max_bytes=-1)
+
+
+def test_cache_setting_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAND_CACHE_DIR", str(tmp_path / "env"))
+    assert cache_from_setting(None).root == tmp_path / "env"
+    assert cache_from_setting("off") is None and cache_from_setting("") is None
+    assert cache_from_setting(str(tmp_path)).root == tmp_path
+    with pytest.raises(ValueError, match="namespace"):
+        FeatureCache(tmp_path).folder("../x", SETTINGS)
+
+
+def test_winclip_reuses_cached_embeddings_for_references_and_tests(tmp_path, monkeypatch):
+    import nandlib.detectors.winclip.detector as winclip_module
+    from nandlib.detectors.winclip import WinCLIP
+
+    calls: list[int] = []
+    original = winclip_module.encode_images
+    monkeypatch.setattr(
+        winclip_module,
+        "encode_images",
+        lambda visual, pixels, *a: calls.append(len(pixels)) or original(visual, pixels, *a),
+    )
+    backbone = load_clip("nand-tiny-p16", image_size=64, seed=0)
+    text = torch.randn(2, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(WinCLIP, "text_embeddings", property(lambda self: text))  # not what is cached
+    train, test = _images(3, seed=1), _images(2, seed=2)
+    plain = WinCLIP(backbone, "bottle", k_shot=1).fit(train).predict(test)
+    runs = [
+        WinCLIP(backbone, "bottle", k_shot=1, cache=FeatureCache(tmp_path)).fit(train).predict(test)
+        for _ in "ab"
+    ]
+    assert calls == [1, 2, 1, 2]  # plain, then the cold cached run; the warm one encoded nothing
+    for run in runs:
+        assert torch.equal(run.maps, plain.maps) and torch.equal(run.scores, plain.scores)
+
+
+def test_patchcore_reuses_cached_patch_features_for_fit_and_predict(tmp_path, monkeypatch):
+    from nandlib.detectors.patchcore import PatchCore
+
+    def build(cache):
+        return PatchCore("resnet18", layers=("layer1", "layer2"), resize=40, crop=32, pretrain_dim=16,
+                         target_dim=8, projection_dim=4, num_starts=2, sigma=0, cache=cache)  # fmt: skip
+
+    train, test = _images(3, seed=1), _images(2, seed=2)
+    plain = build(None).fit(train).predict(test)
+    calls: list[int] = []
+    original = PatchCore.embed_tensor
+    monkeypatch.setattr(PatchCore, "embed_tensor", lambda self, b: calls.append(len(b)) or original(self, b))
+    runs = [build(FeatureCache(tmp_path)).fit(train).predict(test) for _ in "ab"]
+    assert calls == [3, 2]  # the second detector extracted nothing
+    for run in runs:
+        assert torch.equal(run.maps, plain.maps) and torch.equal(run.scores, plain.scores)
+    with pytest.raises(ValueError, match="cache"):
+        PatchCore(backbone=build(None).backbone, cache=FeatureCache(tmp_path))

@@ -1,0 +1,31 @@
+"""Which toy world ``toy_weights`` returns: a cache only when it was trained with the budget asked for."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict
+
+from nandlib.toy import train
+from nandlib.toy.train import FILES, ToyBudget, toy_weights
+
+
+def _fake_world(folder, budget: ToyBudget, seed: int) -> None:
+    folder.mkdir(parents=True)
+    for name in FILES[:2]:
+        (folder / name).write_bytes(b"")
+    recorded = train._with_seed(budget, seed)
+    (folder / FILES[2]).write_text(json.dumps({"seed": seed, "budget": asdict(recorded)}))
+
+
+def test_cache_is_reused_only_for_the_same_budget(tmp_path, monkeypatch) -> None:
+    trained = []
+    monkeypatch.setattr(train, "SHIPPED_WEIGHTS", tmp_path / "shipped")
+    monkeypatch.setattr(train, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(train, "train_toy", lambda out, seed, budget, log: trained.append((out, seed)))
+    budget = ToyBudget()
+    _fake_world(tmp_path / "cache" / "seed3", budget, seed=3)
+    assert toy_weights(3, budget).clip == tmp_path / "cache" / "seed3" / "clip.pt" and not trained
+    other = dataclasses.replace(budget, images_per_class=budget.images_per_class + 1)
+    toy_weights(3, other)
+    assert trained == [(tmp_path / "cache" / "seed3", 3)]
