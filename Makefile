@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(VENV)/bin/ruff check nandlib tests benchmarks
+	$(VENV)/bin/ruff check nandlib tests benchmarks notebooks book
 
 test: install lint
 	$(PY) -m pytest -q

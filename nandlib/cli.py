@@ -162,11 +162,11 @@ def sweep(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads per worker.")] = None,
 ) -> None:
     """Run the per-class notebook for every class × detector; finished units are skipped."""
-    from nandlib.companion import prepare_data
+    from nandlib.companion import prepare_data, resolve_weights
     from nandlib.sweep import run_sweep
 
     _set_threads(threads)
-    chosen = _profile(profile, data)
+    chosen = resolve_weights(_profile(profile, data))
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     try:
         status = run_sweep(

@@ -48,6 +48,17 @@ def prepare_data(profile: Profile, data_root: Path | None = None) -> Path:
     return root
 
 
+def resolve_weights(profile: Profile) -> Profile:
+    """Fill in the weights a profile trains here (``trained_here: toy``: trained once, then cached)."""
+    if profile.trained_here is None:
+        return profile
+    if profile.trained_here != "toy":
+        raise ValueError(f"trained_here: unknown value {profile.trained_here!r} (only 'toy')")
+    from nandlib.toy.train import with_toy_weights
+
+    return with_toy_weights(profile, log=print)
+
+
 def claim_output(out: Path, owner: str) -> None:
     """Mark ``out`` as holding one profile's results; refuse to mix in another's.
 
@@ -110,6 +121,7 @@ def build(
         RuntimeError: A unit failed (the others are kept; rerun to resume), or the book build failed.
     """
     root = prepare_data(profile, data_root)
+    profile = resolve_weights(profile)
     claim_output(GENERATED, f"{profile.name} {root.resolve()}")
     status = run_sweep(profile, root, GENERATED, workers=workers)
     failed = status[status["status"].str.startswith("failed")]

@@ -62,7 +62,8 @@ class UnitConfig:
         nd_model, nd_image_size, nd_pretrained, nd_clip_checkpoint: The ND module's (and APRIL-GAN's)
             CLIP backbone, see :func:`nandlib.backbones.load_clip`.
         adapters: APRIL-GAN linear-layer checkpoint (authors' format) or ``None`` for random layers.
-        detector_model, detector_image_size, detector_pretrained: WinCLIP's CLIP backbone.
+        detector_model, detector_image_size, detector_pretrained, detector_clip_checkpoint: WinCLIP's
+            CLIP backbone (an open_clip tag or a local checkpoint).
         detector_weights: PatchCore's WideResNet50 weights (``None``, ``"imagenet"`` or a path).
         phrases: Group → phrases overriding the shipped phrase table (students' edits).
     """
@@ -87,6 +88,7 @@ class UnitConfig:
     detector_model: str | None = None
     detector_image_size: int | None = None
     detector_pretrained: str | None = None
+    detector_clip_checkpoint: str | None = None
     detector_weights: str | None = None
     phrases: dict[str, list[str]] | None = field(default=None)
 
@@ -131,6 +133,7 @@ def build_detector(cfg: UnitConfig, aprilgan: AprilGAN, cache: FeatureCache | No
         backbone = load_clip(
             cfg.detector_model or "ViT-B-16-plus-240",
             pretrained=cfg.detector_pretrained,
+            checkpoint=cfg.detector_clip_checkpoint,
             image_size=cfg.detector_image_size,
             device=cfg.device,
             seed=cfg.seed,

@@ -75,6 +75,7 @@ def unit_parameters(
         "detector_model": settings.get("model"),
         "detector_image_size": settings.get("image_size"),
         "detector_pretrained": settings.get("pretrained"),
+        "detector_clip_checkpoint": settings.get("clip_checkpoint"),
         "detector_weights": settings.get("weights"),
     }
 

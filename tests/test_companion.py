@@ -79,3 +79,37 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
         .with_suffix(".html")
         .is_file()
     )
+
+
+def test_toy_profile_weights_reach_every_unit(monkeypatch, tmp_path):
+    """`trained_here: toy` fills the ND CLIP, adapters and WinCLIP's CLIP into the units' parameters."""
+    import dataclasses
+
+    from nandlib.companion import resolve_weights
+    from nandlib.sweep import unit_parameters
+
+    def fake(profile, log=None):
+        nd = {**profile.nd, "clip_checkpoint": "clip.pt", "adapters": "adapters.pth"}
+        detectors = {
+            k: {**v, "clip_checkpoint": "clip.pt"} if k.startswith("winclip") else v
+            for k, v in profile.detectors.items()
+        }
+        return dataclasses.replace(profile, nd=nd, detectors=detectors)
+
+    monkeypatch.setattr("nandlib.toy.train.with_toy_weights", fake)
+    toy = resolve_weights(load_profile("toy"))
+    winclip = unit_parameters(toy, Unit("carpet", "winclip-1"), tmp_path, tmp_path)
+    assert (winclip["nd_clip_checkpoint"], winclip["adapters"]) == ("clip.pt", "adapters.pth")
+    assert winclip["detector_clip_checkpoint"] == "clip.pt"
+    check_parameters(RUN_NOTEBOOK, winclip)
+    offline = load_profile("offline")
+    assert resolve_weights(offline) is offline
+
+
+def test_unknown_trained_here_is_named():
+    import dataclasses
+
+    from nandlib.companion import resolve_weights
+
+    with pytest.raises(ValueError, match="dreamland"):
+        resolve_weights(dataclasses.replace(load_profile("offline"), trained_here="dreamland"))

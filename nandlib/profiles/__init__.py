@@ -34,6 +34,8 @@ class Profile:
         precision: ``fp32``, or ``fp16``/``bf16`` autocast of the CLIP models on CUDA (optional key).
         nd: The ND module's (and APRIL-GAN's) backbone and weights.
         detectors: Detector name (``aprilgan``, ``winclip-K``, ``patchcore``) → its settings.
+        trained_here: ``"toy"`` when the weights are the project's own toy world, trained on first use
+            (:func:`nandlib.companion.resolve_weights`); ``None`` for weights named in the profile.
     """
 
     name: str
@@ -46,6 +48,7 @@ class Profile:
     nd: dict[str, Any]
     detectors: dict[str, dict[str, Any]] = field(default_factory=dict)
     precision: str = "fp32"
+    trained_here: str | None = None
 
 
 def _expand(value: Any) -> Any:
@@ -97,4 +100,5 @@ def load_profile(name_or_path: str | Path, *, data_root: str | Path | None = Non
         nd=dict(raw["nd"]),
         detectors={k: dict(v or {}) for k, v in raw["detectors"].items()},
         precision=raw.get("precision", "fp32"),
+        trained_here=raw.get("trained_here"),
     )
