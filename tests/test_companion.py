@@ -69,7 +69,10 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     book = shutil.copytree(BOOK_DIR, tmp_path / "book", ignore=shutil.ignore_patterns("generated"))
     shutil.copytree(swept, book / "generated")
     aggregate(book / "generated")
+    results = sorted(swept.glob("results/*/*"))  # where the run notebooks' injected output_dir points
+    stamps = [p.stat().st_mtime_ns for p in results]
     index = build_html(book)
+    assert [p.stat().st_mtime_ns for p in results] == stamps, "the book re-executed a unit's notebook"
     assert index == tmp_path / "_build" / "html" / "index.html"
     tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()
     assert "Provenance" in tables and "SYNTHETIC DATA" in tables
