@@ -51,7 +51,7 @@ def _summarise(records: Sequence[dict[str, Any]]) -> dict[str, str]:
             for k in sorted(weights)
         },
         "code": distinct(f"nandlib {r['nandlib']}, commit {r['commit']}" for r in records),
-        "date": distinct(r["date"] for r in records),
+        "date": " – ".join(sorted({min(r["date"] for r in records), max(r["date"] for r in records)})),
         "machine": distinct(r["machine"] for r in records),
     }
 
