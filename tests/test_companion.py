@@ -76,6 +76,7 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     assert index == tmp_path / "_build" / "html" / "index.html"
     tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()
     assert "Provenance" in tables and "SYNTHETIC DATA" in tables
+    assert "Warning" not in tables  # no stray stderr (e.g. TqdmWarning) in the rendered page
     assert (
         Unit("carpet", "aprilgan")
         .notebook_path(tmp_path / "_build" / "html" / "generated")
