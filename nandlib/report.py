@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +62,8 @@ def provenance_box(source: UnitConfig | str | Path | Sequence[dict[str, Any]]) -
         source: A unit's config (reads its provenance file), a sweep's output folder (all units), or
             provenance records.
     """
-    if is_dataclass(source):
-        config = asdict(source)
-        label = f"winclip-{config['shots']}" if config["detector"] == "winclip" else config["detector"]
-        path = unit_paths(config["output_dir"], label, config["class_name"])["provenance"]
+    if isinstance(source, UnitConfig):
+        path = unit_paths(source.output_dir, source.detector_label, source.class_name)["provenance"]
         records = [json.loads(path.read_text())]
     elif isinstance(source, str | Path):
         records = load_provenance(source)
@@ -121,9 +118,8 @@ def plot_examples(examples: dict[str, np.ndarray], title: str = "", axes_width: 
 
 def unit_figure(config: UnitConfig) -> plt.Figure:
     """Fig. 5 panels of one unit (first test image of each group, that group added as normality)."""
-    label = f"winclip-{config.shots}" if config.detector == "winclip" else config.detector
-    examples = unit_examples(config.output_dir, label, config.class_name)
-    return plot_examples(examples, title=f"{label} on {config.class_name}")
+    examples = unit_examples(config.output_dir, config.detector_label, config.class_name)
+    return plot_examples(examples, title=f"{config.detector_label} on {config.class_name}")
 
 
 def delta_heatmap(results: pd.DataFrame, value: str = "auroc") -> plt.Figure:

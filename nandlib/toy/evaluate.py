@@ -54,12 +54,14 @@ def evaluate_class(
     truth = torch.cat(masks).numpy()
     types = [s.anomaly_type for s in data.test]
     before_np = before_maps.numpy()
+    before_scores = before_np.max(axis=(1, 2))
+    after_scores = {g: m.max(axis=(1, 2)) for g, m in after.items()}
     results = class_results(
         data.name,
         label,
         types,
-        before_np.max(axis=(1, 2)),
-        {g: m.max(axis=(1, 2)) for g, m in after.items()},
+        before_scores,
+        after_scores,
         masks=truth,
         before_maps=before_np,
         after_maps=after,
@@ -68,8 +70,8 @@ def evaluate_class(
         data.name,
         label,
         types,
-        before_np.max(axis=(1, 2)),
-        {g: m.max(axis=(1, 2)) for g, m in after.items()},
+        before_scores,
+        after_scores,
         truth,
         {g: s.numpy() for g, s in suppressions.items()},
     )
