@@ -133,7 +133,8 @@ class PatchCore(Detector):
             self.backbone_name = backbone
             backbone, self.backbone_weights = load_backbone(backbone, weights, seed)
         self.cache = cache
-        self.backbone = backbone.eval().to(self.device)
+        # channels-last: the same convolutions, faster in oneDNN on CPU (equal up to float rounding)
+        self.backbone = backbone.eval().to(self.device, memory_format=torch.channels_last)
         self.geometry = MapGeometry(resize=resize, crop=crop)
         self.transform = image_transform(resize, crop)
         self.mask_transform = mask_transform(resize, crop)
@@ -147,7 +148,8 @@ class PatchCore(Detector):
     @torch.no_grad()
     def embed_tensor(self, batch: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Patch features ``[B, h·w, target_dim]`` of a preprocessed batch, and the grid ``(h, w)``."""
-        maps = extract_layers(self.backbone, batch.to(self.device), self.layers)
+        pixels = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        maps = extract_layers(self.backbone, pixels, self.layers)
         features = aggregate_patches(maps, self.patch_size, self.pretrain_dim, self.target_dim)
         return features, tuple(maps[0].shape[-2:])
 

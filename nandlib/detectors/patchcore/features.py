@@ -142,7 +142,8 @@ def aggregate_patches(
 
     All three steps are linear and the resize acts on each component separately, so this function
     pools first and resizes the ``pretrain_dim`` pooled channels instead of the ``C·p²`` unfolded
-    ones (9× fewer for layer3). The result equals the official one up to float rounding.
+    ones (9× fewer for layer3); where ``C == pretrain_dim`` the pooling is a ``p × p`` local mean and
+    nothing is unfolded. The result equals the official one up to float rounding.
 
     Args:
         maps: Feature maps ``[B, C_l, H_l, W_l]``; the first map's grid is the patch grid.
@@ -156,13 +157,19 @@ def aggregate_patches(
     height, width = maps[0].shape[-2:]
     pooled = []
     for feature_map in maps:
-        batch, _, h, w = feature_map.shape
-        # [B, C·p², h·w], the C·p² axis ordered (channel, row, column) like the official flattening.
-        unfolded = F.unfold(feature_map, kernel_size=patch_size, padding=(patch_size - 1) // 2)
-        # Pooling the C·p² axis with output (pretrain_dim, h·w) leaves the position axis untouched and
-        # takes the same bins as the official adaptive_avg_pool1d over each position's vector.
-        layer = F.adaptive_avg_pool2d(unfolded.unsqueeze(1), (pretrain_dim, h * w))
-        layer = layer.view(batch, pretrain_dim, h, w)
+        batch, channels, h, w = feature_map.shape
+        padding = (patch_size - 1) // 2
+        if channels == pretrain_dim:
+            # C·p² → C bins of exactly p² values: each channel's zero-padded p × p neighbourhood mean
+            # (layer3 of WideResNet50: 1024 channels), without materialising the unfolded vectors.
+            layer = F.avg_pool2d(feature_map, patch_size, stride=1, padding=padding, count_include_pad=True)
+        else:
+            # [B, C·p², h·w], the C·p² axis ordered (channel, row, column) like the official flattening.
+            unfolded = F.unfold(feature_map, kernel_size=patch_size, padding=padding)
+            # Pooling the C·p² axis with output (pretrain_dim, h·w) leaves the position axis untouched and
+            # takes the same bins as the official adaptive_avg_pool1d over each position's vector.
+            layer = F.adaptive_avg_pool2d(unfolded.unsqueeze(1), (pretrain_dim, h * w))
+            layer = layer.view(batch, pretrain_dim, h, w)
         if (h, w) != (height, width):
             layer = F.interpolate(layer, size=(height, width), mode="bilinear", align_corners=False)
         pooled.append(layer.flatten(2).transpose(1, 2))  # [B, H·W, pretrain_dim]
