@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (README.md): `make book` and `make test`.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-PROFILE ?= offline
+PROFILE ?= toy
 DATA    ?=
 WORKERS ?= 2
 

@@ -2,10 +2,10 @@
 
 For each seed, trains the toy world (or loads it from ``data/toy/seed<N>/``, see
 :func:`nandlib.toy.train.toy_weights`) and evaluates APRIL-GAN + NAND on the synthetic MVTec AD classes at
-64 px (the ``toy`` profile's data). Prints per class and group: Δ AUROC of the relabelled protocol (group
-added as normal), good-vs-other-defects AUROC before/after, good-vs-group AUROC after, ``A_sup`` specificity
-(:mod:`nandlib.toy.metrics`), then the texture and object averages against the issue's targets and the
-training time. With several seeds: mean ± sd. Book: ``results.md``, "Toy world".
+64 px (the ``toy`` profile's data), through :func:`nandlib.run.run_unit`. Prints per class and group: Δ AUROC
+of the relabelled protocol (group added as normal), good-vs-other-defects AUROC before/after, good-vs-group
+AUROC after, ``A_sup`` specificity (:mod:`nandlib.diagnostics`), then the texture and object averages against
+the issue's targets and the training time. With several seeds: mean ± sd. Book: ``results.md``, "Toy world".
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/toy_report.py --seeds 0,1,2 --threads 2
 """
@@ -20,14 +20,11 @@ import pandas as pd
 import torch
 from _common import machine
 
-from nandlib.backbones import load_clip
-from nandlib.data import generate_dataset, grouped_classes, read_class
+from nandlib.data import generate_dataset, grouped_classes
 from nandlib.data.classes import TEXTURE_CLASSES
-from nandlib.detectors.aprilgan import AprilGAN
-from nandlib.nand import NormalityDetector
+from nandlib.diagnostics import summarize_seeds
+from nandlib.run import UnitConfig, run_unit, unit_paths
 from nandlib.toy.clip_training import TOY_MODEL
-from nandlib.toy.evaluate import evaluate_class
-from nandlib.toy.metrics import summarize_seeds
 from nandlib.toy.train import CACHE_DIR, toy_weights, train_toy
 from nandlib.toy.world import DEFAULT_SIZE
 
@@ -51,13 +48,23 @@ def evaluate_seed(seed: int, classes: list[str], data: Path, retrain: bool) -> t
     weights = (
         train_toy(CACHE_DIR / f"seed{seed}", seed, log=print) if retrain else toy_weights(seed, log=print)
     )
-    backbone = load_clip(TOY_MODEL, checkpoint=weights.clip)
     frames = []
     for class_name in classes:
-        aprilgan = AprilGAN(backbone, class_name, adapters=weights.adapters)
-        results, diagnostics = evaluate_class(
-            aprilgan, NormalityDetector(aprilgan), read_class(data, class_name), "aprilgan"
+        config = UnitConfig(
+            class_name=class_name,
+            detector="aprilgan",
+            data_root=str(data),
+            output_dir=str(CACHE_DIR / "report" / f"seed{seed}"),
+            profile_name="toy",
+            batch_size=64,
+            cache_dir="off",
+            nd_model=TOY_MODEL,
+            nd_image_size=DEFAULT_SIZE,
+            nd_clip_checkpoint=str(weights.clip),
+            adapters=str(weights.adapters),
         )
+        results = run_unit(config, progress=False)
+        diagnostics = pd.read_csv(unit_paths(config.output_dir, "aprilgan", class_name)["diagnostics"])
         frames.append(results.merge(diagnostics, on=KEYS))
     frame = pd.concat(frames, ignore_index=True)
     frame["delta"] = frame["auroc_after"] - frame["auroc_before"]

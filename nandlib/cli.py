@@ -150,7 +150,7 @@ def run(
 
 @app.command()
 def sweep(
-    profile: Annotated[str, typer.Option(help="offline | paper | path to a profile YAML.")] = "offline",
+    profile: Annotated[str, typer.Option(help="toy | offline | paper | path to a profile YAML.")] = "toy",
     data: Annotated[Path | None, typer.Option(help="Dataset root (overrides the profile's).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("book/generated"),
     classes: Annotated[str | None, typer.Option(help="Comma-separated subset of classes.")] = None,
@@ -204,7 +204,7 @@ def tables(
 
 @app.command()
 def book(
-    profile: Annotated[str, typer.Option(help="offline | paper | path to a profile YAML.")] = "offline",
+    profile: Annotated[str, typer.Option(help="toy | offline | paper | path to a profile YAML.")] = "toy",
     data: Annotated[
         Path | None, typer.Option(help="Dataset root (the paper profile needs MVTec AD).")
     ] = None,

@@ -1,13 +1,15 @@
 """Diagnostics beside Δ: does NAND hurt the other defects, does the added one vanish, is ``A_sup`` specific?
 
-Book: ``results.md``, "Toy world". For a class and each group ``g`` added as normality (Eq. 5, Eq. 6):
+Book: ``results.md``, "Diagnostics". Every unit writes them (:func:`nandlib.run.run_unit`). For a class and
+each group ``g`` added as normality (Eq. 5, Eq. 6):
 
 - ``others_before`` / ``others_after``: image AUROC of ``good`` vs the *other* defects (``g``'s images left
   out), before and after NAND — NAND should leave it unchanged;
 - ``g_vs_good_before`` / ``g_vs_good_after``: image AUROC of ``good`` (normal) vs ``g`` (as anomalous) — after
   NAND it should fall towards 0.5 (``g`` no longer stands out);
 - ``sup_specificity``: pixel AUROC of ``A_sup`` with ``g``'s defect pixels positive and the other defects'
-  pixels negative — whether the suppression map fires on ``g`` only. On the prototype it decided success.
+  pixels negative — whether the suppression map fires on ``g`` only (on the toy world's prototype it
+  decided success).
 """
 
 from __future__ import annotations
@@ -32,14 +34,25 @@ DIAGNOSTIC_COLUMNS = (
 )
 
 
+def defect_pixels(masks: np.ndarray, anomaly_types: Sequence[str]) -> np.ndarray:
+    """The anomaly type of the image of every defect pixel, in ``masks[masks]`` order.
+
+    Args:
+        masks: Boolean ground truth ``[N, H, W]``.
+        anomaly_types: Type of each image ``[N]``.
+    """
+    counts = np.asarray(masks).reshape(len(anomaly_types), -1).sum(axis=1)
+    return np.repeat(np.asarray(anomaly_types, dtype=object), counts)
+
+
 def group_diagnostics(
     class_name: str,
     detector: str,
     anomaly_types: Sequence[str],
     before_scores: np.ndarray,
     after_scores: Mapping[str, np.ndarray],
-    masks: np.ndarray | None = None,
-    suppressions: Mapping[str, np.ndarray] | None = None,
+    pixel_types: np.ndarray | None = None,
+    defect_suppression: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per group of :data:`DIAGNOSTIC_COLUMNS` (AUROCs as fractions; NaN where undefined).
 
@@ -49,8 +62,8 @@ def group_diagnostics(
         anomaly_types: Type of each test image ``[N]``.
         before_scores: Image scores before NAND ``[N]``.
         after_scores: Group → image scores after adding that group ``[N]``.
-        masks: Boolean ground truth ``[N, H, W]`` on the suppression maps' grid (for specificity).
-        suppressions: Group → ``A_sup`` ``[N, H, W]`` (for specificity).
+        pixel_types: Type of the image of each defect pixel (:func:`defect_pixels`), for specificity.
+        defect_suppression: Group → ``A_sup`` at those defect pixels, for specificity.
     """
     types = np.asarray(anomaly_types, dtype=object)
     groups = anomaly_groups(class_name)
@@ -69,15 +82,11 @@ def group_diagnostics(
             )
             row[f"{name}_after"] = image_auroc(labels, np.asarray(scores)[keep]) if defined else np.nan
         row["sup_specificity"] = np.nan
-        if masks is not None and suppressions is not None and in_group.any() and others.any():
-            defect = in_group | others
-            pixels = np.asarray(masks)[defect]
-            truth = pixels & in_group[defect][:, None, None]
-            sup = np.asarray(suppressions[group])[defect]
+        if pixel_types is not None and defect_suppression is not None:
             # only defect pixels count: g's (positive) against other defects' (negative)
-            row["sup_specificity"] = (
-                pixel_auroc(truth[pixels], sup[pixels]) if truth[pixels].any() else np.nan
-            )
+            truth = np.isin(pixel_types, list(groups[group]))
+            if truth.any() and not truth.all():
+                row["sup_specificity"] = pixel_auroc(truth, np.asarray(defect_suppression[group]))
         rows.append(row)
     return pd.DataFrame(rows, columns=list(DIAGNOSTIC_COLUMNS))
 

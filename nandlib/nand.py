@@ -341,6 +341,31 @@ def base_scores(base: Prediction, score: str = "map_max", eval_size: int = EVAL_
     return to_eval_grid(base.maps, eval_size).amax(dim=(1, 2)) if score == "map_max" else base.scores
 
 
+def suppression_maps(
+    nd: NormalityDetector,
+    features: NDFeatures,
+    geometry: MapGeometry,
+    groups: Sequence[str] | Mapping[str, str | Sequence[str]],
+) -> dict[str, torch.Tensor]:
+    """``A_sup`` of each group (Eq. 4 with ``f_add``) on the evaluation grid of a detector's maps.
+
+    Args:
+        nd: ND module of the class.
+        features: ND features of the images (:meth:`NormalityDetector.features`).
+        geometry: The detector's map geometry (region the maps cover).
+        groups: Group names, or a mapping ``key -> normality`` (a group name, a phrase or a list of
+            phrases, as for :func:`add_normality`), e.g. to override a group's phrases.
+
+    Returns:
+        Group (or key) -> ``[B, S, S]`` suppression map, in input order.
+    """
+    normalities = groups if isinstance(groups, Mapping) else {group: group for group in groups}
+    return {
+        key: nd.suppression_map(features, nd.normality(normality).f_add, geometry)
+        for key, normality in normalities.items()
+    }
+
+
 def sweep_groups(
     nd: NormalityDetector,
     features: NDFeatures,
@@ -359,16 +384,13 @@ def sweep_groups(
         features: ND features of the images (:meth:`NormalityDetector.features`).
         base_maps: ``[B, S, S]`` the detector's maps on the evaluation grid (:func:`to_eval_grid`).
         geometry: The detector's map geometry (region the maps cover).
-        groups: Group names to add, one at a time, or a mapping ``key -> normality`` (a group name, a
-            phrase or a list of phrases, as for :func:`add_normality`), e.g. to override a group's phrases.
+        groups: As for :func:`suppression_maps`.
 
     Returns:
         Group (or key) -> Prediction with ``A ⊙ (1 − A_sup)`` and its per-image max, in input order.
     """
-    normalities = groups if isinstance(groups, Mapping) else {group: group for group in groups}
     results = {}
-    for key, normality in normalities.items():
-        suppression = nd.suppression_map(features, nd.normality(normality).f_add, geometry)
+    for key, suppression in suppression_maps(nd, features, geometry, groups).items():
         maps = final_map(base_maps, [suppression])
         results[key] = Prediction(maps=maps, scores=maps.amax(dim=(1, 2)))
     return results

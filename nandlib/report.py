@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
+from nandlib.diagnostics import DIAGNOSTIC_COLUMNS
 from nandlib.protocol import RESULT_COLUMNS
 from nandlib.run import UnitConfig, unit_paths
 
@@ -30,6 +31,16 @@ def load_results(output_dir: str | Path) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"no results under {Path(output_dir) / 'results'}: run `nand sweep` first")
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)[list(RESULT_COLUMNS)]
+
+
+def load_diagnostics(output_dir: str | Path) -> pd.DataFrame:
+    """Every unit's diagnostics (:mod:`nandlib.diagnostics`) under ``output_dir/diagnostics``.
+
+    Units run before diagnostics existed have none: the frame is then empty (with its columns).
+    """
+    files = sorted(Path(output_dir).glob("diagnostics/*/*.csv"))
+    frames = [pd.read_csv(f) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(DIAGNOSTIC_COLUMNS))
 
 
 def load_provenance(output_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """Run one unit of the protocol: a class, a detector, every Table 1 group added in turn.
 
 The detector's maps and the ND module's features are computed once per test image; each group then
-costs one text encoding and a cheap suppression map (:func:`nandlib.nand.sweep_groups`). Results go to
-``<output_dir>/results/<detector>/<class>.csv`` (written atomically: its presence marks the unit
-finished), Fig. 5 examples to ``….examples.npz`` and provenance to ``….json``. Book: ``protocol.md``
+costs one text encoding and a cheap suppression map (:func:`nandlib.nand.suppression_maps`). Results go
+to ``<output_dir>/results/<detector>/<class>.csv`` (written atomically: its presence marks the unit
+finished), Fig. 5 examples to ``….examples.npz``, provenance to ``….json`` and the diagnostics of
+:mod:`nandlib.diagnostics` to ``<output_dir>/diagnostics/<detector>/<class>.csv``. Book: ``protocol.md``
 and ``reproducing.md``.
 """
 
@@ -33,8 +34,9 @@ from nandlib.data import anomaly_groups, read_class
 from nandlib.data.mvtec import Sample
 from nandlib.detectors.aprilgan import AprilGAN
 from nandlib.detectors.base import Detector
+from nandlib.diagnostics import defect_pixels, group_diagnostics
 from nandlib.geometry import EVAL_SIZE, crop_to_region, regions_for, to_eval_grid
-from nandlib.nand import NormalityDetector, predict_with_features, sweep_groups
+from nandlib.nand import NormalityDetector, final_map, predict_with_features, suppression_maps
 from nandlib.protocol import class_results
 
 DETECTORS = ("aprilgan", "winclip", "patchcore")
@@ -237,6 +239,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
 
     test = data.test
     before_maps, masks, after_maps = [], [], {g: [] for g in groups}
+    defect_suppression: dict[str, list[np.ndarray]] = {g: [] for g in groups}
     images_256 = []
     batches = _batches(test, cfg.batch_size)
     for batch in tqdm(
@@ -251,31 +254,42 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         base_eval = to_eval_grid(base.maps)
         before_maps.append(base_eval)
         full_masks = [torch.from_numpy(s.mask()).float() for s in batch]
-        masks.append(
-            torch.cat(
-                [crop_to_region(m[None], r, mode="nearest") for m, r in zip(full_masks, regions, strict=True)]
-            ).bool()
-        )
+        batch_masks = torch.cat(
+            [crop_to_region(m[None], r, mode="nearest") for m, r in zip(full_masks, regions, strict=True)]
+        ).bool()
+        masks.append(batch_masks)
         images_256.extend(_crop_image(im, r) for im, r in zip(images, regions, strict=True))
-        for group, prediction in sweep_groups(
-            nd, features, base_eval, detector.geometry, normalities
-        ).items():
-            after_maps[group].append(prediction.maps)
+        for group, suppression in suppression_maps(nd, features, detector.geometry, normalities).items():
+            after_maps[group].append(final_map(base_eval, [suppression]))
+            defect_suppression[group].append(suppression[batch_masks].numpy())
 
     before = torch.cat(before_maps).numpy()
     after = {g: torch.cat(v).numpy() for g, v in after_maps.items()}
     truth = torch.cat(masks).numpy()
     anomaly_types = [s.anomaly_type for s in test]
+    before_scores = before.max(axis=(1, 2))
+    after_scores = {g: m.max(axis=(1, 2)) for g, m in after.items()}
     frame = class_results(
         cfg.class_name,
         cfg.detector_label,
         anomaly_types,
-        before_scores=before.max(axis=(1, 2)),
-        after_scores={g: m.max(axis=(1, 2)) for g, m in after.items()},
+        before_scores=before_scores,
+        after_scores=after_scores,
         masks=truth,
         before_maps=before,
         after_maps=after,
     )
+    diagnostics = group_diagnostics(
+        cfg.class_name,
+        cfg.detector_label,
+        anomaly_types,
+        before_scores,
+        after_scores,
+        pixel_types=defect_pixels(truth, anomaly_types),
+        defect_suppression={g: np.concatenate(v) for g, v in defect_suppression.items()},
+    )
+    paths = unit_paths(cfg.output_dir, cfg.detector_label, cfg.class_name)
+    _atomic_write(paths["diagnostics"], lambda p: diagnostics.to_csv(p, index=False))
     _write_outputs(
         cfg,
         frame,
@@ -315,10 +329,12 @@ def _weights(aprilgan: AprilGAN, detector: Detector) -> dict[str, str]:
 
 
 def unit_paths(output_dir: str | Path, detector_label: str, class_name: str) -> dict[str, Path]:
-    """Files a unit writes: ``results`` (csv, marks completion), ``examples`` (npz), ``provenance`` (json)."""
+    """Files a unit writes: ``results`` (csv, marks completion), ``examples`` (npz), ``provenance`` (json),
+    ``diagnostics`` (csv, :mod:`nandlib.diagnostics`)."""
     stem = Path(output_dir) / "results" / detector_label / class_name
     return {
         "results": stem.with_suffix(".csv"),
+        "diagnostics": Path(output_dir) / "diagnostics" / detector_label / f"{class_name}.csv",
         "examples": stem.with_suffix(".examples.npz"),
         "provenance": stem.with_suffix(".json"),
     }

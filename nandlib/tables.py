@@ -126,3 +126,42 @@ def table3(results: pd.DataFrame) -> pd.DataFrame:
     table["n_classes"] = ours["n_classes"]
     paper = ours[["detector"]].merge(paper_table3(), on="detector", how="left")
     return _with_deltas(table, ours, paper)
+
+
+DIAGNOSTIC_SHOWN = (
+    "delta",
+    "others_before",
+    "others_after",
+    "others_change",
+    "g_vs_good_after",
+    "sup_specificity",
+)
+
+
+def diagnostics_table(results: pd.DataFrame, diagnostics: pd.DataFrame, by: str = "detector") -> pd.DataFrame:
+    """Δ beside the diagnostics (:mod:`nandlib.diagnostics`), in percent, averaged over groups per ``by``.
+
+    Columns: ``by``, ``n_groups``, then :data:`DIAGNOSTIC_SHOWN`: Δ of the relabelled protocol, good vs the
+    other defects before/after NAND and its change (NAND should leave it unchanged), good vs the added
+    group after NAND (should fall towards 50), and the suppression map's specificity (50 = chance).
+
+    Args:
+        results: Tidy results frame.
+        diagnostics: The units' diagnostics (:func:`nandlib.report.load_diagnostics`).
+        by: ``"detector"`` (one row per detector), or e.g. ``["detector", "class", "group"]``.
+
+    Raises:
+        ValueError: Missing columns, or no diagnostics row matches a result.
+    """
+    _check(results)
+    keys = ["class", "group", "detector"]
+    joined = results[[*keys, "auroc_before", "auroc_after"]].merge(diagnostics, on=keys, how="inner")
+    if joined.empty:
+        raise ValueError("diagnostics: no row matches the results (run the units again to write them)")
+    joined["delta"] = joined["auroc_after"] - joined["auroc_before"]
+    joined["others_change"] = joined["others_after"] - joined["others_before"]
+    columns = list(DIAGNOSTIC_SHOWN)
+    grouped = joined.groupby(by, sort=False)
+    table = grouped[columns].mean().mul(100).round(1)
+    table.insert(0, "n_groups", grouped.size())
+    return table.reset_index()

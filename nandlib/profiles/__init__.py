@@ -1,7 +1,8 @@
 """Run profiles as data: which dataset, classes, models and weights a sweep uses.
 
-``offline`` (default of ``make book``) runs on a generated dataset with small random-init models;
-``paper`` is the paper's configuration on MVTec AD with pretrained weights. A profile is a YAML file;
+``toy`` (default of ``make book``) runs on generated data with models trained here (the toy world);
+``offline`` runs the same pipeline with small random-init models (a smoke test, minutes); ``paper`` is the
+paper's configuration on MVTec AD with pretrained weights. A profile is a YAML file;
 ``${VAR}`` values are read from the environment (unset → ``null``). Book: ``reproducing.md``.
 """
 

@@ -6,12 +6,14 @@ captions of its own kind. :func:`multi_positive_loss` instead spreads the target
 true of the image (:func:`nandlib.toy.world.describes`), in both directions.
 
 The image embedding is CLIP's usual class-token embedding (so WinCLIP's window embeddings and APRIL-GAN's
-image score stay defined), and a second contrastive term on the *average of the patch tokens* (through the
-same ``ln_post`` and ``proj``) puts the patch tokens into the joint space as well; without it patch tokens
-were poorly aligned with text on the prototype. A third term matches each defect's own patches (weighted
-by the mask) to the captions, and batches hold few classes with each good image beside its defective twin
-(:func:`batch_indices`), so that the defects, not the classes, decide the loss. Training is deterministic
-by seed on CPU for a fixed number of threads.
+image score stay defined). The patch tokens (through the same ``ln_post`` and ``proj``) are put into the
+joint space by a dense term (:func:`dense_loss`): each patch must pick, among its class's state captions,
+the one that describes the patch itself ("flawless carpet" for a clean patch of a carpet with a hole).
+Batches hold few classes with each good image beside its defective twin (:func:`batch_indices`), so that
+the defects, not the classes, decide the loss, and the logit scale is capped low so that captions differing
+by one word end up apart in angle. Two image-level terms of earlier versions (averaged patch tokens, the
+defect's own patches against the image's captions) remain as options for ablations. Training is
+deterministic by seed on CPU for a fixed number of threads.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from nandlib.backbones import ClipBackbone, load_clip
-from nandlib.toy.world import ImageSet, describes, sample_caption
+from nandlib.data.classes import GOOD
+from nandlib.toy.world import ImageSet, describes, own_states, sample_caption, state_captions
 
 TOY_MODEL = "nand-toy"
 
@@ -45,6 +48,10 @@ class ClipTraining:
         patch_weight: Weight of the contrastive term on averaged patch tokens.
         region_weight: Weight of the term matching each defect's own patches to the captions
             (:func:`region_embeddings`).
+        dense_weight: Weight of the per-patch term (:func:`dense_loss`).
+        dense_cover: Fraction of a patch a defect must cover for the patch to count as defective.
+        max_logit_scale: Cap of CLIP's learnt logit scale (OpenAI: 100). A low cap forces captions that
+            differ by one word ("hole", "thread") apart in angle, not only by a sliver scaled up.
         classes_per_batch: Classes in each batch (:func:`batch_indices`); ``None``: images drawn uniformly.
         seed: Seed of initialisation, batches and captions.
     """
@@ -54,8 +61,11 @@ class ClipTraining:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 20
-    patch_weight: float = 1.0
-    region_weight: float = 1.0
+    patch_weight: float = 0.0
+    region_weight: float = 0.0
+    dense_weight: float = 2.0
+    dense_cover: float = 0.1
+    max_logit_scale: float = 10.0
     classes_per_batch: int | None = 8
     seed: int = 0
 
@@ -127,13 +137,22 @@ def _pixels(backbone: ClipBackbone, images: np.ndarray) -> torch.Tensor:
     return ((x - mean[:, None, None]) / std[:, None, None]).to(backbone.device)
 
 
-def _embeddings(
-    backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Class-token, averaged-patch and defect-region embeddings, unit vectors ``[B, D]``.
+@dataclass(frozen=True)
+class _Views:
+    """The image embeddings one step compares with the captions (unit vectors)."""
 
-    The region embedding of an image averages its patch tokens weighted by how much of each patch the
-    defect ``masks`` ``[B, S, S]`` covers (zero vector for good images, whose rows are not used).
+    image: torch.Tensor  # [B, D] class token
+    average: torch.Tensor  # [B, D] averaged patch tokens
+    region: torch.Tensor  # [B, D] the defect's patches (zero-weighted rows for good images)
+    patches: torch.Tensor  # [B, N, D] every patch token
+    cover: torch.Tensor  # [B, N] fraction of each patch the defect covers
+
+
+def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tensor) -> _Views:
+    """Class-token, averaged-patch, defect-region and per-patch embeddings of one batch.
+
+    Patch tokens go through the same ``ln_post`` and ``proj`` as the class token. The region embedding
+    averages the patch tokens weighted by how much of each patch the defect ``masks`` ``[B, S, S]`` covers.
     """
     visual = backbone.model.visual
     visual.output_tokens = True
@@ -144,11 +163,44 @@ def _embeddings(
     patch = visual.patch_size[0]
     cover = F.avg_pool2d(masks.float()[:, None], patch).flatten(1)  # [B, N], row-major like the tokens
     region = (cover[:, :, None] * tokens).sum(1) / cover.sum(1, keepdim=True).clamp(min=1e-6)
-    return (
-        F.normalize(pooled, dim=-1),
-        F.normalize(tokens.mean(dim=1) @ visual.proj, dim=-1),
-        F.normalize(region @ visual.proj, dim=-1),
+    return _Views(
+        image=F.normalize(pooled, dim=-1),
+        average=F.normalize(tokens.mean(dim=1) @ visual.proj, dim=-1),
+        region=F.normalize(region @ visual.proj, dim=-1),
+        patches=F.normalize(tokens @ visual.proj, dim=-1),
+        cover=cover,
     )
+
+
+def dense_loss(
+    patches: torch.Tensor, cover: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, min_cover: float
+) -> torch.Tensor:
+    """Each patch against its classes' state captions: what the patch itself shows is the positive.
+
+    Image-level terms pull a defective image's clean patches towards "carpet with a hole" too, which leaves
+    the suppression map nowhere in particular to fire; here a clean patch must pick "flawless carpet" and a
+    defective one its own type ("carpet with a hole"; the generic "damaged carpet" only for a type that is
+    never captioned, :func:`nandlib.toy.world.own_states`) over the class's other states, so that the patch
+    tokens NAND reads (Eq. 4) say what they show. Patches a defect
+    covers partly (``0 < cover < min_cover``) are left out; defective and clean patches weigh half each.
+
+    Args:
+        patches: ``[B, N, D]`` unit patch embeddings.
+        cover: ``[B, N]`` fraction of each patch covered by the image's defect.
+        text: ``[C, D]`` unit state-caption embeddings (:func:`nandlib.toy.world.state_captions`), already
+            multiplied by the logit scale.
+        positives: ``[2, B, C]``: caption ``j`` is the state of a clean patch of image ``i`` (``[0]``), of a
+            defective one (``[1]``).
+        min_cover: Fraction of a patch a defect must cover to make it defective.
+    """
+    logits = patches @ text.T  # [B, N, C]
+    parts = []
+    for rows, wanted in ((cover == 0, positives[0]), (cover >= min_cover, positives[1])):
+        targets = wanted[:, None, :].expand_as(logits)[rows]
+        kept = targets.any(dim=1)
+        if kept.any():
+            parts.append(row_loss(logits[rows][kept], targets[kept]))
+    return torch.stack(parts).mean() if parts else logits.sum() * 0
 
 
 def train_clip(
@@ -206,18 +258,35 @@ def train_clip(
             captions, caption_keys = zip(*(sample_caption(c, t, rng) for c, t in keys), strict=True)
             positives = torch.from_numpy(describes(keys, caption_keys)).to(backbone.device)
             masks = torch.from_numpy(data.masks[index]).to(backbone.device)
-            image_cls, image_avg, region = _embeddings(backbone, _pixels(backbone, data.images[index]), masks)
+            views = _embeddings(backbone, _pixels(backbone, data.images[index]), masks)
             text = F.normalize(
                 model.encode_text(backbone.tokenizer(list(captions)).to(backbone.device)), dim=-1
             )
-            scale = model.logit_scale.exp().clamp(max=100)
-            loss = multi_positive_loss(scale * image_cls @ text.T, positives)
-            loss = loss + config.patch_weight * multi_positive_loss(scale * image_avg @ text.T, positives)
+            scale = model.logit_scale.exp().clamp(max=config.max_logit_scale)
+            loss = multi_positive_loss(scale * views.image @ text.T, positives)
+            if config.patch_weight:
+                average = multi_positive_loss(scale * views.average @ text.T, positives)
+                loss = loss + config.patch_weight * average
             defect = masks.flatten(1).any(dim=1)
             if config.region_weight and defect.any():
                 # each defect's patches against every caption: those true of its image are positives
                 loss = loss + config.region_weight * row_loss(
-                    scale * region[defect] @ text.T, positives[defect]
+                    scale * views.region[defect] @ text.T, positives[defect]
+                )
+            if config.dense_weight:
+                states = [c for name in sorted({c for c, _ in keys}) for c in state_captions(name, rng)]
+                state_text, state_keys = zip(*states, strict=True)
+                state_features = F.normalize(
+                    model.encode_text(backbone.tokenizer(list(state_text)).to(backbone.device)), dim=-1
+                )
+                clean = describes([(c, GOOD) for c, _ in keys], state_keys)
+                own = own_states(keys, state_keys)
+                loss = loss + config.dense_weight * dense_loss(
+                    views.patches,
+                    views.cover,
+                    scale * state_features,
+                    torch.from_numpy(np.stack([clean, own])).to(backbone.device),
+                    config.dense_cover,
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -39,14 +39,14 @@ class ToyBudget:
     Attributes:
         clip: CLIP's steps and hyper-parameters.
         images_per_class: CLIP training images per class.
-        adapters: APRIL-GAN recipe; ``normality_weight`` > 0 turns on our normality loss.
+        adapters: APRIL-GAN recipe (official; ``normality_weight`` > 0 turns on our normality loss).
         aux_good: Good images per auxiliary class (test split).
         aux_per_type: Defect images per auxiliary type.
     """
 
     clip: ClipTraining = ClipTraining()
     images_per_class: int = 96
-    adapters: AdapterTraining = AdapterTraining(epochs=15, normality_weight=1.0)
+    adapters: AdapterTraining = AdapterTraining(epochs=15)
     aux_good: int = 24
     aux_per_type: int = 8
 

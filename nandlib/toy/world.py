@@ -179,6 +179,16 @@ def describes(image_keys: Sequence[tuple[str, str]], caption_keys: Sequence[tupl
     return out
 
 
+def own_states(image_keys: Sequence[tuple[str, str]], state_keys: Sequence[tuple[str, str]]) -> np.ndarray:
+    """Boolean ``[N_images, N_states]``: the state caption of each image's own defect.
+
+    A defect's own type where it has a caption (:func:`state_captions`); the generic "damaged <class>" for
+    a type without one (:data:`UNCAPTIONED`, ``combined``); "flawless <class>" for a good image.
+    """
+    named = np.array([[state == key for state in state_keys] for key in image_keys], dtype=bool)
+    return np.where(named.any(axis=1, keepdims=True), named, describes(image_keys, state_keys))
+
+
 def sample_caption(
     class_name: str, anomaly_type: str, rng: np.random.Generator
 ) -> tuple[str, tuple[str, str]]:
@@ -197,6 +207,26 @@ def sample_caption(
     template = templates()[rng.integers(len(templates()))]
     state = pool[rng.integers(len(pool))]
     return template.replace("{}", state), caption_key(class_name, anomaly_type, specific)
+
+
+def state_captions(class_name: str, rng: np.random.Generator) -> list[tuple[str, tuple[str, str]]]:
+    """One caption per state of ``class_name`` and its key: good, generic defect, each captioned type.
+
+    The states a patch of the class can be in (:func:`nandlib.toy.clip_training.dense_loss` contrasts
+    them); types in :data:`UNCAPTIONED` and ``combined`` have no caption of their own.
+    """
+    states = caption_states(class_name)
+    pools = [(states.normal, (class_name, GOOD)), (states.generic, (class_name, "defect"))]
+    pools += [
+        (defect_phrases(class_name, kind), (class_name, kind))
+        for kind in class_types(class_name)
+        if kind != COMBINED and (class_name, kind) not in UNCAPTIONED
+    ]
+    captions = []
+    for pool, key in pools:
+        template = templates()[rng.integers(len(templates()))]
+        captions.append((template.replace("{}", pool[rng.integers(len(pool))]), key))
+    return captions
 
 
 # ---- auxiliary scenes -------------------------------------------------------------------------------------

@@ -82,9 +82,41 @@ def test_region_embedding_is_the_covered_patch() -> None:
     masks[1, 0:4, 0:8] = True  # half of patch 0: same direction as patch 0 alone
     visual = backbone.model.visual
     with torch.no_grad():
-        _, _, region = _embeddings(backbone, pixels, masks)
+        region = _embeddings(backbone, pixels, masks).region
         visual.output_tokens = True
         _, tokens = visual(pixels)
         visual.output_tokens = False
     expected = F.normalize(torch.stack([tokens[0, 8 + 2], tokens[1, 0]]) @ visual.proj, dim=-1)
     assert torch.allclose(region, expected, atol=1e-5)
+
+
+def test_dense_loss_picks_each_patch_its_own_state() -> None:
+    from nandlib.toy.clip_training import dense_loss
+
+    # one image, three patches: clean, defective, partly covered (left out); captions: good, hole, cut
+    text = torch.eye(3)
+    patches = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+    cover = torch.tensor([[0.0, 0.5, 0.05]])
+    positives = torch.tensor([[[True, False, False]], [[False, True, False]]])
+    e = math.e
+    right = -math.log(e / (e + 2))  # each kept patch on its own caption
+    assert dense_loss(patches, cover, text, positives, min_cover=0.1).item() == pytest.approx(right, rel=1e-6)
+    # the partly covered patch (here on "cut") is ignored; swapping the defective patch to "cut" costs
+    swapped = patches.clone()
+    swapped[0, 1] = torch.tensor([0.0, 0.0, 1.0])
+    wrong = -math.log(1 / (e + 2))
+    expected = (right + wrong) / 2  # clean and defective patches weigh half each
+    loss = dense_loss(swapped, cover, text, positives, min_cover=0.1).item()
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_dense_loss_weighs_clean_and_defective_patches_equally() -> None:
+    from nandlib.toy.clip_training import dense_loss
+
+    text = torch.eye(2)
+    cover = torch.tensor([[0.0, 0.0, 0.0, 1.0]])  # three clean patches, one defective
+    positives = torch.tensor([[[True, False]], [[False, True]]])
+    bad_defect = torch.tensor([[[1.0, 0.0]] * 4])  # every patch looks clean
+    e = math.e
+    expected = (-math.log(e / (e + 1)) + -math.log(1 / (e + 1))) / 2
+    assert dense_loss(bad_defect, cover, text, positives, min_cover=0.1).item() == pytest.approx(expected)

@@ -87,3 +87,31 @@ def test_clip_images_pair_each_good_scene_with_its_defective_twin() -> None:
         assert data.keys[good][1] == "good" and data.keys[defect][1] != "good"
         changed = np.any(data.images[good] != data.images[defect], axis=-1)
         assert 0 < changed.sum() < changed.size // 4  # the same scene, differing only where the defect is
+
+
+def test_state_captions_cover_every_state_but_uncaptioned_pairs() -> None:
+    import numpy as np
+
+    from nandlib.toy.world import UNCAPTIONED, class_types, state_captions
+
+    keys = [key for _, key in state_captions("carpet", np.random.default_rng(0))]
+    assert keys[:2] == [("carpet", "good"), ("carpet", "defect")]
+    types = {kind for _, kind in keys[2:]}
+    assert ("carpet", "metal_contamination") in UNCAPTIONED
+    assert types == set(class_types("carpet")) - {"combined", "metal_contamination"}
+    captions = [caption for caption, _ in state_captions("carpet", np.random.default_rng(0))]
+    assert any("hole" in caption for caption in captions) and not any("metal" in c for c in captions)
+
+
+def test_own_states_name_the_defect_or_fall_back_to_generic() -> None:
+    from nandlib.toy.world import own_states
+
+    states = [("carpet", "good"), ("carpet", "defect"), ("carpet", "hole"), ("carpet", "cut")]
+    images = [("carpet", "good"), ("carpet", "hole"), ("carpet", "metal_contamination"), ("grid", "hole")]
+    expected = [
+        [True, False, False, False],  # good: flawless
+        [False, False, True, False],  # its own type, not the generic one
+        [False, True, False, False],  # never captioned: only the generic state
+        [False, False, False, False],  # another class: none of these
+    ]
+    assert own_states(images, states).tolist() == expected
