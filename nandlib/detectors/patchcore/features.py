@@ -130,6 +130,25 @@ def extract_layers(backbone: ResNet, images: torch.Tensor, layers: Sequence[str]
     return [outputs[name] for name in wanted]
 
 
+def _pool_within_channels(feature_map: torch.Tensor, patch_size: int, bins: int) -> torch.Tensor:
+    """The official first pooling when ``pretrain_dim = bins · C``, without unfolding.
+
+    ``adaptive_avg_pool1d`` of the ``C·p²`` vector to ``bins · C`` values puts every bin inside one channel's
+    ``p²`` neighbourhood (bin ``j`` of channel ``k`` averages positions ``⌊j·p²/bins⌋`` to
+    ``⌈(j+1)·p²/bins⌉ − 1``, the same for every channel), so it is a depthwise convolution with ``bins``
+    fixed averaging kernels over the zero-padded neighbourhood: ``[B, bins · C, h, w]``, channel-major like
+    the official output. WideResNet50: layer2 (512 channels, two bins of 5) and layer3 (1024, one bin of 9).
+    """
+    channels = feature_map.shape[1]
+    cells = patch_size * patch_size
+    kernels = torch.zeros(bins, cells, dtype=feature_map.dtype, device=feature_map.device)
+    for j in range(bins):
+        start, end = (j * cells) // bins, -((-(j + 1) * cells) // bins)
+        kernels[j, start:end] = 1.0 / (end - start)
+    weight = kernels.view(bins, 1, patch_size, patch_size).repeat(channels, 1, 1, 1)
+    return F.conv2d(feature_map, weight, padding=(patch_size - 1) // 2, groups=channels)
+
+
 def aggregate_patches(
     maps: Sequence[torch.Tensor], patch_size: int, pretrain_dim: int, target_dim: int
 ) -> torch.Tensor:
@@ -142,8 +161,9 @@ def aggregate_patches(
 
     All three steps are linear and the resize acts on each component separately, so this function
     pools first and resizes the ``pretrain_dim`` pooled channels instead of the ``C·p²`` unfolded
-    ones (9× fewer for layer3); where ``C == pretrain_dim`` the pooling is a ``p × p`` local mean and
-    nothing is unfolded. The result equals the official one up to float rounding.
+    ones (9× fewer for layer3); where ``pretrain_dim`` is a multiple of ``C`` (both WideResNet50 layers)
+    nothing is unfolded (:func:`_pool_within_channels`). The result equals the official one up to float
+    rounding.
 
     Args:
         maps: Feature maps ``[B, C_l, H_l, W_l]``; the first map's grid is the patch grid.
@@ -158,14 +178,11 @@ def aggregate_patches(
     pooled = []
     for feature_map in maps:
         batch, channels, h, w = feature_map.shape
-        padding = (patch_size - 1) // 2
-        if channels == pretrain_dim:
-            # C·p² → C bins of exactly p² values: each channel's zero-padded p × p neighbourhood mean
-            # (layer3 of WideResNet50: 1024 channels), without materialising the unfolded vectors.
-            layer = F.avg_pool2d(feature_map, patch_size, stride=1, padding=padding, count_include_pad=True)
+        if pretrain_dim % channels == 0:
+            layer = _pool_within_channels(feature_map, patch_size, pretrain_dim // channels)
         else:
             # [B, C·p², h·w], the C·p² axis ordered (channel, row, column) like the official flattening.
-            unfolded = F.unfold(feature_map, kernel_size=patch_size, padding=padding)
+            unfolded = F.unfold(feature_map, kernel_size=patch_size, padding=(patch_size - 1) // 2)
             # Pooling the C·p² axis with output (pretrain_dim, h·w) leaves the position axis untouched and
             # takes the same bins as the official adaptive_avg_pool1d over each position's vector.
             layer = F.adaptive_avg_pool2d(unfolded.unsqueeze(1), (pretrain_dim, h * w))

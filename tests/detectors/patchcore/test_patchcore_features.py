@@ -44,6 +44,8 @@ def official_aggregation(maps, patch_size, pretrain_dim, target_dim):
         ([(2, 16, 8, 8), (2, 32, 4, 4)], 3, 40, 24),  # overlapping bins (144/40, 288/40, 80/24)
         ([(1, 6, 7, 5), (1, 10, 4, 3), (1, 4, 2, 2)], 5, 33, 50),  # 3 layers, odd grids, upsampling dims
         ([(2, 8, 6, 6)], 1, 8, 8),  # one layer, no neighbourhood
+        ([(2, 4, 6, 6), (2, 8, 3, 3)], 3, 24, 16),  # pooled within channels: 6 bins of 1.5, 3 bins of 3
+        ([(1, 3, 5, 5)], 5, 6, 6),  # two overlapping bins of 12.5 per 5 x 5 neighbourhood
     ],
 )
 def test_aggregation_equals_official_steps(shapes, patch_size, pretrain_dim, target_dim):
