@@ -10,8 +10,10 @@ the working directory process-wide, so no threads). Book: ``reproducing.md``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,23 @@ def execute_unit(notebook: str, output: str, parameters: dict[str, Any], retries
     return "done"
 
 
+@contextmanager
+def _shared_cores(workers: int) -> Iterator[None]:
+    """Give each of ``workers`` kernels its share of the CPU cores, unless ``OMP_NUM_THREADS`` says otherwise.
+
+    Without it every kernel starts as many threads as there are cores; with two workers on two cores the
+    spinning OpenMP threads of one kernel then stall the other's (PatchCore units ran several times slower).
+    """
+    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
 def run_sweep(
     profile: Profile,
     data_root: Path,
@@ -169,7 +188,7 @@ def run_sweep(
     todo = [u for u in units if u not in status]
     if todo:
         check_parameters(notebook, unit_parameters(profile, todo[0], data_root, out, cache_dir))
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    with _shared_cores(workers), ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             pool.submit(
                 execute_unit,

@@ -91,3 +91,20 @@ def _fake_parameters(profile, unit, data_root, out, cache_dir=None):
         "shots": int(shots or 0),
         "output_dir": str(out.resolve()),
     }
+
+
+def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
+    import os
+
+    from nandlib.sweep import _shared_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    with _shared_cores(2):
+        assert os.environ["OMP_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in os.environ
+    with _shared_cores(1):
+        assert "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with _shared_cores(2):
+        assert os.environ["OMP_NUM_THREADS"] == "3"
