@@ -288,11 +288,10 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         pixel_types=defect_pixels(truth, anomaly_types),
         defect_suppression={g: np.concatenate(v) for g, v in defect_suppression.items()},
     )
-    paths = unit_paths(cfg.output_dir, cfg.detector_label, cfg.class_name)
-    _atomic_write(paths["diagnostics"], lambda p: diagnostics.to_csv(p, index=False))
     _write_outputs(
         cfg,
         frame,
+        diagnostics,
         anomaly_types,
         groups,
         images_256,
@@ -340,8 +339,11 @@ def unit_paths(output_dir: str | Path, detector_label: str, class_name: str) -> 
     }
 
 
-def _write_outputs(cfg, frame, anomaly_types, groups, images, truth, before, after, weights, extra) -> None:
+def _write_outputs(
+    cfg, frame, diagnostics, anomaly_types, groups, images, truth, before, after, weights, extra
+) -> None:
     paths = unit_paths(cfg.output_dir, cfg.detector_label, cfg.class_name)
+    _atomic_write(paths["diagnostics"], lambda p: diagnostics.to_csv(p, index=False))
     picks = _pick_examples(anomaly_types, groups)
     arrays = {"groups": np.array(list(picks)), "types": np.array([anomaly_types[i] for i in picks.values()])}
     index = list(picks.values())

@@ -47,7 +47,7 @@ class ClipTraining:
         warmup: Warm-up steps.
         patch_weight: Weight of the contrastive term on averaged patch tokens.
         region_weight: Weight of the term matching each defect's own patches to the captions
-            (:func:`region_embeddings`).
+            (the ``region`` view of :func:`_embeddings`).
         dense_weight: Weight of the per-patch term (:func:`dense_loss`).
         dense_cover: Fraction of a patch a defect must cover for the patch to count as defective.
         max_logit_scale: Cap of CLIP's learnt logit scale (OpenAI: 100). A low cap forces captions that
@@ -181,8 +181,8 @@ def dense_loss(
     the suppression map nowhere in particular to fire; here a clean patch must pick "flawless carpet" and a
     defective one its own type ("carpet with a hole"; the generic "damaged carpet" only for a type that is
     never captioned, :func:`nandlib.toy.world.own_states`) over the class's other states, so that the patch
-    tokens NAND reads (Eq. 4) say what they show. Patches a defect
-    covers partly (``0 < cover < min_cover``) are left out; defective and clean patches weigh half each.
+    tokens NAND reads (Eq. 4) say what they show. Patches a defect covers partly (``0 < cover < min_cover``)
+    are left out; defective and clean patches weigh half each.
 
     Args:
         patches: ``[B, N, D]`` unit patch embeddings.

@@ -204,9 +204,13 @@ def sample_caption(
         own = anomaly_type != COMBINED and (class_name, anomaly_type) not in UNCAPTIONED
         specific = own and rng.random() < 0.5
         pool = defect_phrases(class_name, anomaly_type) if specific else states.generic
+    return _caption(pool, rng), caption_key(class_name, anomaly_type, specific)
+
+
+def _caption(states: Sequence[str], rng: np.random.Generator) -> str:
+    """One of APRIL-GAN's templates around one of ``states``, both drawn from ``rng`` (template first)."""
     template = templates()[rng.integers(len(templates()))]
-    state = pool[rng.integers(len(pool))]
-    return template.replace("{}", state), caption_key(class_name, anomaly_type, specific)
+    return template.replace("{}", states[rng.integers(len(states))])
 
 
 def state_captions(class_name: str, rng: np.random.Generator) -> list[tuple[str, tuple[str, str]]]:
@@ -222,11 +226,7 @@ def state_captions(class_name: str, rng: np.random.Generator) -> list[tuple[str,
         for kind in class_types(class_name)
         if kind != COMBINED and (class_name, kind) not in UNCAPTIONED
     ]
-    captions = []
-    for pool, key in pools:
-        template = templates()[rng.integers(len(templates()))]
-        captions.append((template.replace("{}", pool[rng.integers(len(pool))]), key))
-    return captions
+    return [(_caption(pool, rng), key) for pool, key in pools]
 
 
 # ---- auxiliary scenes -------------------------------------------------------------------------------------
