@@ -12,6 +12,8 @@ Book: ``reproducing.md``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -59,11 +61,30 @@ def resolve_weights(profile: Profile) -> Profile:
     return with_toy_weights(profile, log=print)
 
 
+def output_owner(profile: Profile, root: Path) -> str:
+    """Who a generated folder belongs to: profile, dataset root and a digest of the weights it ran with.
+
+    The digest covers the ND module's and the detectors' settings with every local weight file replaced by
+    a hash of its bytes, so that retraining the toy world (same paths, new weights) or pointing the profile
+    at another checkpoint is refused by :func:`claim_output` instead of resuming units of the old weights.
+    """
+
+    def content(value: object) -> object:
+        if isinstance(value, dict):
+            return {key: content(item) for key, item in value.items()}
+        if isinstance(value, str) and Path(value).is_file():
+            return hashlib.sha256(Path(value).read_bytes()).hexdigest()
+        return value
+
+    settings = json.dumps(content({"nd": profile.nd, "detectors": profile.detectors}), sort_keys=True)
+    return f"{profile.name} {root.resolve()} weights {hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
 def claim_output(out: Path, owner: str) -> None:
     """Mark ``out`` as holding one profile's results; refuse to mix in another's.
 
     Raises:
-        RuntimeError: ``out`` holds results of another profile or dataset (nothing is deleted).
+        RuntimeError: ``out`` holds results of another profile, dataset or weights (nothing is deleted).
     """
     marker = out / "OWNER.txt"
     if marker.is_file() and marker.read_text().strip() != owner:
@@ -122,7 +143,7 @@ def build(
     """
     root = prepare_data(profile, data_root)
     profile = resolve_weights(profile)
-    claim_output(GENERATED, f"{profile.name} {root.resolve()}")
+    claim_output(GENERATED, output_owner(profile, root))
     status = run_sweep(profile, root, GENERATED, workers=workers)
     failed = status[status["status"].str.startswith("failed")]
     if not failed.empty:

@@ -1,10 +1,11 @@
 """The companion end to end on generated data: real per-class notebook, tables, resume, book build."""
 
+import dataclasses
 import shutil
 
 import pytest
 
-from nandlib.companion import BOOK_DIR, REPO_ROOT, aggregate, build_html, claim_output
+from nandlib.companion import BOOK_DIR, REPO_ROOT, aggregate, build_html, claim_output, output_owner
 from nandlib.profiles import load_profile
 from nandlib.report import load_results
 from nandlib.sweep import RUN_NOTEBOOK, Unit, check_parameters, run_sweep
@@ -61,6 +62,20 @@ def test_output_folder_of_another_profile_is_not_mixed(tmp_path):
     claim_output(tmp_path, "offline /data/a")
     with pytest.raises(RuntimeError, match="offline /data/a"):
         claim_output(tmp_path, "paper /data/mvtec")
+
+
+def test_retrained_weights_change_the_output_owner(tmp_path):
+    """Same profile, same paths, new weight bytes (a retrained toy world): the old units are not resumed."""
+    checkpoint = tmp_path / "clip.pt"
+    checkpoint.write_bytes(b"first training")
+    profile = dataclasses.replace(
+        load_profile("toy"), nd={"model": "nand-toy", "clip_checkpoint": str(checkpoint)}
+    )
+    first = output_owner(profile, tmp_path)
+    assert output_owner(profile, tmp_path) == first
+    checkpoint.write_bytes(b"second training")
+    assert output_owner(profile, tmp_path) != first
+    assert output_owner(profile, tmp_path).startswith(f"toy {tmp_path.resolve()} weights ")
 
 
 def test_book_builds_with_warnings_as_errors(swept, tmp_path):

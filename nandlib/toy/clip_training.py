@@ -50,6 +50,8 @@ class ClipTraining:
             (the ``region`` view of :func:`_embeddings`).
         dense_weight: Weight of the per-patch term (:func:`dense_loss`).
         dense_cover: Fraction of a patch a defect must cover for the patch to count as defective.
+        text_weight: Weight of the caption-only term (:func:`text_contrast_loss`): two draws of each state
+            caption of the batch's classes must find each other among all the others.
         max_logit_scale: Cap of CLIP's learnt logit scale (OpenAI: 100). A low cap forces captions that
             differ by one word ("hole", "thread") apart in angle, not only by a sliver scaled up.
         classes_per_batch: Classes in each batch (:func:`batch_indices`); ``None``: images drawn uniformly.
@@ -65,6 +67,7 @@ class ClipTraining:
     region_weight: float = 0.0
     dense_weight: float = 2.0
     dense_cover: float = 0.1
+    text_weight: float = 0.0
     max_logit_scale: float = 10.0
     classes_per_batch: int | None = 8
     seed: int = 0
@@ -203,6 +206,30 @@ def dense_loss(
     return torch.stack(parts).mean() if parts else logits.sum() * 0
 
 
+def text_contrast_loss(text: torch.Tensor, keys: Sequence[tuple[str, str]]) -> torch.Tensor:
+    """Captions against captions: those saying the same state are the positives, the caption itself left out.
+
+    The image terms alone let the text tower settle on one point for every defect type of a class
+    ("carpet with a hole" and "carpet with a loose thread" at cosine 1.00): while the class token cannot
+    tell the types apart, that costs a constant. NAND's Eq. 4 then compares every patch with the same
+    ``f_add - f_nor`` direction whatever the group. This term asks the text tower to keep the states apart.
+
+    Args:
+        text: ``[M, D]`` unit caption embeddings, already multiplied by the logit scale.
+        keys: What each caption says (:func:`nandlib.toy.world.caption_key`); each key at least twice.
+
+    Raises:
+        ValueError: A key that occurs only once (it would have no positive).
+    """
+    same = torch.tensor([[a == b for b in keys] for a in keys], device=text.device)
+    eye = torch.eye(len(keys), dtype=torch.bool, device=text.device)
+    positives = same & ~eye
+    if not positives.any(dim=1).all():
+        raise ValueError("keys: every caption needs another caption with the same key")
+    logits = (text @ text.T).masked_fill(eye, -1e4)  # self-similarity is not a candidate
+    return row_loss(logits, positives)
+
+
 def train_clip(
     data: ImageSet,
     config: ClipTraining = ClipTraining(),
@@ -288,6 +315,19 @@ def train_clip(
                     torch.from_numpy(np.stack([clean, own])).to(backbone.device),
                     config.dense_cover,
                 )
+            if config.text_weight:
+                # two fresh draws of every state caption of the batch's classes
+                drawn = [
+                    caption
+                    for name in sorted({c for c, _ in keys})
+                    for _ in range(2)
+                    for caption in state_captions(name, rng)
+                ]
+                texts, text_keys = zip(*drawn, strict=True)
+                features = F.normalize(
+                    model.encode_text(backbone.tokenizer(list(texts)).to(backbone.device)), dim=-1
+                )
+                loss = loss + config.text_weight * text_contrast_loss(scale * features, text_keys)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

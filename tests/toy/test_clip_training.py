@@ -120,3 +120,24 @@ def test_dense_loss_weighs_clean_and_defective_patches_equally() -> None:
     e = math.e
     expected = (-math.log(e / (e + 1)) + -math.log(1 / (e + 1))) / 2
     assert dense_loss(bad_defect, cover, text, positives, min_cover=0.1).item() == pytest.approx(expected)
+
+
+def test_text_contrast_finds_the_other_draw_of_the_same_state() -> None:
+    from nandlib.toy.clip_training import text_contrast_loss
+
+    # two draws each of "hole" and "thread"; the draws of a state agree, the states are orthogonal
+    keys = [("carpet", "hole"), ("carpet", "thread"), ("carpet", "hole"), ("carpet", "thread")]
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    e = math.e
+    apart = -math.log(e / (e + 2))  # the twin among the three others (the caption itself is no candidate)
+    assert text_contrast_loss(text, keys).item() == pytest.approx(apart, rel=1e-6)
+    # one text for every state (what the image terms alone settle on) costs log 3
+    collapsed = torch.tensor([[1.0, 0.0]] * 4)
+    assert text_contrast_loss(collapsed, keys).item() == pytest.approx(math.log(3), rel=1e-6)
+
+
+def test_text_contrast_refuses_a_state_drawn_once() -> None:
+    from nandlib.toy.clip_training import text_contrast_loss
+
+    with pytest.raises(ValueError, match="same key"):
+        text_contrast_loss(torch.eye(3), [("carpet", "hole"), ("carpet", "hole"), ("carpet", "cut")])
