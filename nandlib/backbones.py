@@ -23,6 +23,7 @@ from torchvision import transforms
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 # Keys of OpenAI's TorchScript archives that are not parameters of an open_clip CLIP model.
+_OPEN_CLIP_DIR = str(Path(open_clip.__file__).parent)
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
@@ -361,6 +362,15 @@ def get_tokenizer(model_name: str):
     return open_clip.get_tokenizer(model_name)
 
 
+def _quiet_open_clip(record: logging.LogRecord) -> bool:
+    """Root-logger filter: drop open_clip's own info and warnings ("No pretrained weights loaded ...").
+
+    :func:`load_clip` loads the weights itself right after ``create_model``; other sources' records and
+    open_clip's errors pass.
+    """
+    return record.levelno >= logging.ERROR or not record.pathname.startswith(_OPEN_CLIP_DIR)
+
+
 def load_clip(
     model_name: str,
     *,
@@ -406,11 +416,12 @@ def load_clip(
         checkpoint = open_clip.download_pretrained(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        logging.getLogger().disabled, was = True, logging.getLogger().disabled
+        root = logging.getLogger()
+        root.addFilter(_quiet_open_clip)
         try:
             model = open_clip.create_model(model_name, force_image_size=image_size)
         finally:
-            logging.getLogger().disabled = was
+            root.removeFilter(_quiet_open_clip)
     weights = f"random-init seed {seed}"
     if checkpoint is not None:
         path = Path(checkpoint)

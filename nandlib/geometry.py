@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from nandlib.detectors.base import MapGeometry
 
@@ -73,6 +75,17 @@ def crop_to_region(
         full_image_maps.float()[:, None], grid, mode=mode, padding_mode="border", align_corners=False
     )
     return sampled[:, 0]
+
+
+def crop_image(image: Image.Image, region: Region, size: int = EVAL_SIZE) -> np.ndarray:
+    """The part of ``image`` a detector's map covers, as ``uint8 [size, size, 3]`` for display.
+
+    Resampled by :func:`crop_to_region` (bilinear), so each displayed pixel lies exactly under the map and
+    mask pixels it is shown with.
+    """
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)  # channels as maps
+    cropped = crop_to_region(pixels, region, size).round().clamp(0, 255)
+    return cropped.to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def to_eval_grid(maps: torch.Tensor, size: int = EVAL_SIZE) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -20,7 +19,7 @@ from nandlib.data import anomaly_groups
 from nandlib.data.mvtec import MVTecClass
 from nandlib.detectors.aprilgan import AprilGAN
 from nandlib.detectors.base import Detector
-from nandlib.geometry import to_eval_grid
+from nandlib.geometry import crop_image, to_eval_grid
 from nandlib.nand import NDFeatures, NormalityDetector, final_map, predict_with_features
 from nandlib.protocol import image_auroc, relabel
 
@@ -100,7 +99,8 @@ class Playground:
         for row, i in enumerate(index):
             before = self.base_maps[i].numpy()
             after = (self.base_maps[i] * (1 - self.last_suppression[i])).numpy()
-            image = np.asarray(self.data.test[i].image().resize(before.shape[::-1]))
+            picture = self.data.test[i].image()
+            image = crop_image(picture, self.detector.geometry.region(*picture.size), before.shape[0])
             panels = [
                 (image, {}),
                 (self.last_suppression[i].numpy(), {"cmap": "magma", "vmin": 0, "vmax": 1}),

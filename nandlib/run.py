@@ -35,7 +35,7 @@ from nandlib.data.mvtec import Sample
 from nandlib.detectors.aprilgan import AprilGAN
 from nandlib.detectors.base import Detector
 from nandlib.diagnostics import defect_pixels, group_diagnostics
-from nandlib.geometry import EVAL_SIZE, crop_to_region, regions_for, to_eval_grid
+from nandlib.geometry import EVAL_SIZE, crop_image, crop_to_region, regions_for, to_eval_grid
 from nandlib.nand import NormalityDetector, final_map, predict_with_features, suppression_maps
 from nandlib.protocol import class_results
 
@@ -258,7 +258,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
             [crop_to_region(m[None], r, mode="nearest") for m, r in zip(full_masks, regions, strict=True)]
         ).bool()
         masks.append(batch_masks)
-        images_256.extend(_crop_image(im, r) for im, r in zip(images, regions, strict=True))
+        images_256.extend(crop_image(im, r) for im, r in zip(images, regions, strict=True))
         for group, suppression in suppression_maps(nd, features, detector.geometry, normalities).items():
             after_maps[group].append(final_map(base_eval, [suppression]))
             defect_suppression[group].append(suppression[batch_masks].numpy())
@@ -306,13 +306,6 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         },
     )
     return frame
-
-
-def _crop_image(image, region) -> np.ndarray:
-    width, height = image.size
-    x0, y0, x1, y1 = region
-    box = (round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height))
-    return np.asarray(image.crop(box).resize((EVAL_SIZE, EVAL_SIZE)))
 
 
 def _weights(aprilgan: AprilGAN, detector: Detector) -> dict[str, str]:

@@ -1,5 +1,8 @@
 """CLIP backbone: APRIL-GAN's layer taps, Eq. 3 text features, 518-px grid and position-embedding resize."""
 
+import logging
+from pathlib import Path
+
 import open_clip
 import pytest
 import torch
@@ -137,3 +140,28 @@ def test_half_precision_is_refused_off_cuda():
         load_clip("nand-tiny-p14", precision="fp16")
     with pytest.raises(ValueError, match="precision"):
         load_clip("nand-tiny-p14", precision="fp8")
+
+
+def test_loading_silences_only_open_clip_messages(caplog, monkeypatch):
+    """open_clip's "no pretrained weights" notice is dropped; other records logged meanwhile are kept."""
+    real = open_clip.create_model
+
+    def create_and_report(*args, **kwargs):
+        logging.warning("still heard")  # a root-level record from outside open_clip
+        return real(*args, **kwargs)
+
+    def from_open_clip(records):
+        return [r for r in records if r.pathname.startswith(str(Path(open_clip.__file__).parent))]
+
+    with caplog.at_level(logging.INFO):
+        real("nand-tiny-p14")
+    notices = {record.getMessage() for record in from_open_clip(caplog.records)}
+    assert notices  # open_clip does speak when building a model without weights
+    caplog.clear()
+    monkeypatch.setattr(open_clip, "create_model", create_and_report)
+    with caplog.at_level(logging.INFO):
+        load_clip("nand-tiny-p14")
+        logging.info("after loading")
+    messages = [record.getMessage() for record in caplog.records]
+    assert "still heard" in messages and "after loading" in messages
+    assert not notices & {record.getMessage() for record in from_open_clip(caplog.records)}

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.transforms import functional as TF
 
 from nandlib.detectors.base import MapGeometry
-from nandlib.geometry import FULL_IMAGE, crop_to_region, regions_for, to_eval_grid
+from nandlib.geometry import FULL_IMAGE, crop_image, crop_to_region, regions_for, to_eval_grid
 
 WIDTH, HEIGHT = 600, 300  # non-square image
 # PatchCore's transform on it by hand: Resize(256) -> 512 x 256, CenterCrop(224) -> left 144, top 16.
@@ -77,3 +78,15 @@ def test_regions_apply_per_image_and_bad_input_is_named():
         crop_to_region(maps, FULL_IMAGE, mode="bicubic")
     with pytest.raises(ValueError, match="full_image_maps"):
         crop_to_region(maps[0], FULL_IMAGE)
+
+
+def test_displayed_image_lies_under_its_mask():
+    """The picture shown beside a PatchCore map is cut from the same box as the mask (a bright block)."""
+    pixels = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    pixels[100:200, 250:400] = (255, 128, 0)
+    mask = torch.from_numpy(pixels[..., 0] > 0)[None]
+    shown = crop_image(Image.fromarray(pixels), CROP_BOX)
+    cut_mask = crop_to_region(mask, CROP_BOX, mode="nearest")[0].bool().numpy()
+    assert shown.dtype == np.uint8 and shown.shape == (256, 256, 3)
+    assert (shown[cut_mask][:, 0] > 127).mean() > 0.98 and (shown[~cut_mask][:, 0] < 128).mean() > 0.98
+    assert np.median(shown[cut_mask][:, 1]) == 128  # colours kept (edges blend bilinearly)
