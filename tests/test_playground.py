@@ -1,0 +1,62 @@
+"""The prompt-edit loop: same numbers as a sweep unit, clear errors, pictures cut like the maps."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from nandlib.data import read_class
+from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.geometry import crop_image
+from nandlib.playground import Playground
+from nandlib.run import UnitConfig, build_aprilgan, run_unit
+
+
+@pytest.fixture(scope="module")
+def unit(synth_root, tmp_path_factory):
+    config = UnitConfig(
+        class_name="carpet", detector="aprilgan", data_root=str(synth_root),
+        output_dir=str(tmp_path_factory.mktemp("unit")), nd_model="nand-tiny-p14", nd_image_size=56,
+        batch_size=4, cache_dir="off",
+    )  # fmt: skip
+    return config, run_unit(config, progress=False)
+
+
+def test_each_group_gives_the_sweep_units_aurocs(unit, synth_root):
+    config, results = unit
+    playground = Playground(read_class(synth_root, "carpet"), build_aprilgan(config), batch_size=3)
+    for row in results.itertuples():
+        tried = playground.try_normality(row.group, row.group).iloc[0]
+        assert tried["auroc_before"] == pytest.approx(100 * row.auroc_before, abs=0.051), row.group
+        assert tried["auroc_after"] == pytest.approx(100 * row.auroc_after, abs=0.051), row.group
+
+
+def test_unknown_group_is_named(unit, synth_root):
+    playground = Playground(read_class(synth_root, "carpet"), build_aprilgan(unit[0]))
+    with pytest.raises(ValueError, match="'scratch' is not a group of 'carpet'"):
+        playground.try_normality("carpet with a scratch", "scratch")
+
+
+class _CroppingDetector(Detector):
+    """PatchCore's geometry (short side 256, centre 224) with a flat map: only the picture matters."""
+
+    name = "cropping"
+    geometry = MapGeometry(resize=256, crop=224)
+
+    def predict(self, images):
+        return Prediction(maps=torch.ones(len(images), 28, 28), scores=torch.ones(len(images)))
+
+
+def test_show_cuts_the_picture_like_the_detectors_map(unit, synth_root):
+    data = read_class(synth_root, "carpet")
+    playground = Playground(data, build_aprilgan(unit[0]), detector=_CroppingDetector())
+    playground.try_normality("carpet with a cut", "cut")
+    figure = playground.show("cut", n_images=2)
+    cuts = [s for s in data.test if s.anomaly_type in ("cut", "hole")][:2]
+    for row, sample in enumerate(cuts):
+        shown = figure.axes[4 * row].get_images()[0].get_array()
+        image = sample.image()
+        expected = crop_image(image, _CroppingDetector.geometry.region(*image.size))
+        assert np.array_equal(np.asarray(shown), expected)
+    assert len(figure.axes) == 8
+    plt.close(figure)
