@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from nandlib.data import generate_dataset, is_complete
+from nandlib.playground import BOOK_PROFILE_ENV
 from nandlib.profiles import Profile
 from nandlib.sweep import NOTEBOOK_DIR, execute_unit, run_sweep
 
@@ -106,8 +108,11 @@ def aggregate(out: Path) -> None:
         )
 
 
-def build_html(book_dir: Path = BOOK_DIR) -> Path:
+def build_html(profile: str, book_dir: Path = BOOK_DIR) -> Path:
     """``jupyter-book build`` with warnings as errors; returns the index page.
+
+    ``profile`` reaches the executed pages as ``$NAND_BOOK_PROFILE``
+    (:func:`nandlib.playground.book_profile`), so that the playground runs the models the tables ran with.
 
     Raises:
         RuntimeError: The build failed or produced no ``index.html``.
@@ -119,7 +124,8 @@ def build_html(book_dir: Path = BOOK_DIR) -> Path:
         "-W",
         "--keep-going",
     ]
-    done = subprocess.run(command, cwd=book_dir.parent, check=False)
+    environment = {**os.environ, BOOK_PROFILE_ENV: profile}
+    done = subprocess.run(command, cwd=book_dir.parent, env=environment, check=False)
     index = book_dir.parent / "_build" / "html" / "index.html"
     if done.returncode != 0 or not index.is_file():
         raise RuntimeError(
@@ -152,5 +158,5 @@ def build(
         )
     aggregate(GENERATED)
     if html:
-        build_html()
+        build_html(profile.name)
     return status

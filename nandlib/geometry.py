@@ -83,7 +83,7 @@ def crop_image(image: Image.Image, region: Region, size: int = EVAL_SIZE) -> np.
     Resampled by :func:`crop_to_region` (bilinear), so each displayed pixel lies exactly under the map and
     mask pixels it is shown with.
     """
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)  # channels as maps
+    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)  # channels as maps
     cropped = crop_to_region(pixels, region, size).round().clamp(0, 255)
     return cropped.to(torch.uint8).permute(1, 2, 0).numpy()
 

@@ -9,19 +9,27 @@ Book: ``try_your_normality.ipynb``.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from nandlib.data import anomaly_groups
+from nandlib.cache import FeatureCache
+from nandlib.data import anomaly_groups, generate_dataset, read_class
 from nandlib.data.mvtec import MVTecClass
 from nandlib.detectors.aprilgan import AprilGAN
 from nandlib.detectors.base import Detector
 from nandlib.geometry import crop_image, to_eval_grid
 from nandlib.nand import NDFeatures, NormalityDetector, final_map, predict_with_features
+from nandlib.profiles import load_profile
 from nandlib.protocol import image_auroc, relabel
+
+BOOK_PROFILE_ENV = "NAND_BOOK_PROFILE"
+"""Set by :func:`nandlib.companion.build_html` to the profile the book's tables ran with."""
 
 
 class Playground:
@@ -116,3 +124,52 @@ class Playground:
             ax.set_title(title, fontsize=9)
         fig.tight_layout()
         return fig
+
+
+def book_profile() -> str:
+    """The profile whose models the book's pages use: ``$NAND_BOOK_PROFILE`` while ``make book`` builds them,
+    else ``toy`` (the default book, e.g. in Colab)."""
+    return os.environ.get(BOOK_PROFILE_ENV) or "toy"
+
+
+def profile_playground(
+    class_name: str,
+    profile: str | None = None,
+    data_root: str | Path | None = None,
+    device: str = "cpu",
+    cache: FeatureCache | None = None,
+) -> Playground:
+    """A playground with a profile's ND CLIP, adapters and data: the models its sweep units ran with.
+
+    The APRIL-GAN is built from the same run parameters as the sweep's units
+    (:func:`nandlib.sweep.unit_parameters`), so the playground's AUROCs for a group's shipped phrases are the
+    tables' numbers. A ``trained_here`` profile's weights are trained on first use (the toy world: about
+    8 min on two CPU cores), then cached.
+
+    Args:
+        class_name: MVTec AD class.
+        profile: Profile name or YAML path; ``None``: :func:`book_profile`.
+        data_root: A dataset in MVTec AD's layout; ``None``: the profile's own (a generated profile's
+            images of ``class_name`` are generated into a temporary folder, the same as its sweep's).
+        device: Torch device.
+        cache: Feature cache for the APRIL-GAN (``None``: no cache).
+
+    Raises:
+        ValueError: Unknown profile, or a profile with a dataset root it does not have.
+    """
+    from nandlib.companion import resolve_weights
+    from nandlib.run import UnitConfig, build_aprilgan
+    from nandlib.sweep import Unit, unit_parameters
+
+    chosen = resolve_weights(load_profile(profile or book_profile()))
+    if data_root is None and "root" in chosen.data:
+        data_root = chosen.data["root"]
+    if data_root is None:
+        spec = chosen.data["synthetic"]
+        data_root = generate_dataset(
+            Path(tempfile.mkdtemp()) / chosen.name, [class_name], spec["seed"], spec["scale"], spec["size"]
+        )
+    scratch = Path(tempfile.gettempdir())
+    parameters = unit_parameters(chosen, Unit(class_name, "aprilgan"), Path(data_root), scratch)
+    config = UnitConfig(**{**parameters, "device": device})
+    return Playground(read_class(data_root, class_name), build_aprilgan(config, cache=cache))

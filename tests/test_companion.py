@@ -86,7 +86,7 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     aggregate(book / "generated")
     results = sorted(swept.glob("results/*/*"))  # where the run notebooks' injected output_dir points
     stamps = [p.stat().st_mtime_ns for p in results]
-    index = build_html(book)
+    index = build_html("offline", book)
     assert [p.stat().st_mtime_ns for p in results] == stamps, "the book re-executed a unit's notebook"
     assert index == tmp_path / "_build" / "html" / "index.html"
     tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()

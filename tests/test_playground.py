@@ -8,8 +8,10 @@ import torch
 from nandlib.data import read_class
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.geometry import crop_image
-from nandlib.playground import Playground
+from nandlib.playground import BOOK_PROFILE_ENV, Playground, book_profile, profile_playground
+from nandlib.profiles import load_profile
 from nandlib.run import UnitConfig, build_aprilgan, run_unit
+from nandlib.sweep import Unit, unit_parameters
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +62,23 @@ def test_show_cuts_the_picture_like_the_detectors_map(unit, synth_root):
         assert np.array_equal(np.asarray(shown), expected)
     assert len(figure.axes) == 8
     plt.close(figure)
+
+
+def test_book_profile_follows_the_build(monkeypatch):
+    monkeypatch.delenv(BOOK_PROFILE_ENV, raising=False)
+    assert book_profile() == "toy"  # the default book, e.g. in Colab
+    monkeypatch.setenv(BOOK_PROFILE_ENV, "offline")
+    assert book_profile() == "offline"
+
+
+def test_profile_playground_runs_the_sweeps_models(synth_root, tmp_path, monkeypatch):
+    """With the book built on `offline`, the playground's numbers are that profile's unit's numbers."""
+    monkeypatch.setenv(BOOK_PROFILE_ENV, "offline")
+    playground = profile_playground("carpet", data_root=synth_root)
+    assert playground.detector.backbone.model_name == "nand-tiny-p14"
+    assert playground.detector.backbone.image_size == 518
+    parameters = unit_parameters(load_profile("offline"), Unit("carpet", "aprilgan"), synth_root, tmp_path)
+    results = run_unit(UnitConfig(**{**parameters, "cache_dir": "off"}), progress=False)
+    row = results.iloc[0]
+    tried = playground.try_normality(row["group"], row["group"]).iloc[0]
+    assert tried["auroc_after"] == pytest.approx(100 * row["auroc_after"], abs=0.051)

@@ -67,7 +67,7 @@ class ClipTraining:
     region_weight: float = 0.0
     dense_weight: float = 2.0
     dense_cover: float = 0.1
-    text_weight: float = 0.0
+    text_weight: float = 1.0
     max_logit_scale: float = 10.0
     classes_per_batch: int | None = 8
     seed: int = 0
