@@ -289,6 +289,9 @@ def toy_train(
     normality_weight: Annotated[
         float | None, typer.Option(help="Weight of our normality loss (0: the official recipe only).")
     ] = None,
+    text_weight: Annotated[
+        float | None, typer.Option(help="Weight of the CLIP's caption-only contrast (0: image terms only).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (results depend on it).")] = None,
 ) -> None:
     """Train the toy CLIP and APRIL-GAN's linear layers (deterministic by seed on CPU)."""
@@ -303,7 +306,11 @@ def toy_train(
     budget = ToyBudget()
     budget = dataclasses.replace(
         budget,
-        clip=dataclasses.replace(budget.clip, steps=steps or budget.clip.steps),
+        clip=dataclasses.replace(
+            budget.clip,
+            steps=steps or budget.clip.steps,
+            text_weight=budget.clip.text_weight if text_weight is None else text_weight,
+        ),
         adapters=dataclasses.replace(
             budget.adapters,
             epochs=adapter_epochs or budget.adapters.epochs,
