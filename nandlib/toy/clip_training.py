@@ -11,9 +11,10 @@ joint space by a dense term (:func:`dense_loss`): each patch must pick, among it
 the one that describes the patch itself ("flawless carpet" for a clean patch of a carpet with a hole).
 Batches hold few classes with each good image beside its defective twin (:func:`batch_indices`), so that
 the defects, not the classes, decide the loss, and the logit scale is capped low so that captions differing
-by one word end up apart in angle. Two image-level terms of earlier versions (averaged patch tokens, the
-defect's own patches against the image's captions) remain as options for ablations. Training is
-deterministic by seed on CPU for a fixed number of threads.
+by one word end up apart in angle. A caption-only term (:func:`text_contrast_loss`) keeps the state captions
+of a class apart, so that each defect type gets its own text direction (NAND's ``f_add``). Two image-level
+terms of earlier versions (averaged patch tokens, the defect's own patches against the image's captions)
+remain as options for ablations. Training is deterministic by seed on CPU for a fixed number of threads.
 """
 
 from __future__ import annotations
