@@ -12,6 +12,7 @@ Book: ``reproducing.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from nandlib.data import generate_dataset, is_complete
 from nandlib.playground import BOOK_PROFILE_ENV
@@ -108,11 +110,19 @@ def aggregate(out: Path) -> None:
         )
 
 
-def build_html(profile: str, book_dir: Path = BOOK_DIR) -> Path:
+def write_profile(profile: Profile, root: Path, path: Path) -> Path:
+    """Save the profile a book runs (weights filled in, its dataset root fixed) as YAML for its pages."""
+    ran = {**dataclasses.asdict(profile), "data": {"root": str(root.resolve())}}
+    path.write_text(yaml.safe_dump(ran, sort_keys=False))
+    return path
+
+
+def build_html(profile: str | Path, book_dir: Path = BOOK_DIR) -> Path:
     """``jupyter-book build`` with warnings as errors; returns the index page.
 
-    ``profile`` reaches the executed pages as ``$NAND_BOOK_PROFILE``
-    (:func:`nandlib.playground.book_profile`), so that the playground runs the models the tables ran with.
+    ``profile`` (a name or a YAML file, e.g. from :func:`write_profile`) reaches the executed pages as
+    ``$NAND_BOOK_PROFILE`` (:func:`nandlib.playground.book_profile`), so that the playground runs the
+    models and images the tables ran with.
 
     Raises:
         RuntimeError: The build failed or produced no ``index.html``.
@@ -124,7 +134,7 @@ def build_html(profile: str, book_dir: Path = BOOK_DIR) -> Path:
         "-W",
         "--keep-going",
     ]
-    environment = {**os.environ, BOOK_PROFILE_ENV: profile}
+    environment = {**os.environ, BOOK_PROFILE_ENV: str(profile)}
     done = subprocess.run(command, cwd=book_dir.parent, env=environment, check=False)
     index = book_dir.parent / "_build" / "html" / "index.html"
     if done.returncode != 0 or not index.is_file():
@@ -150,6 +160,7 @@ def build(
     root = prepare_data(profile, data_root)
     profile = resolve_weights(profile)
     claim_output(GENERATED, output_owner(profile, root))
+    ran = write_profile(profile, root, GENERATED / "profile.yaml")
     status = run_sweep(profile, root, GENERATED, workers=workers)
     failed = status[status["status"].str.startswith("failed")]
     if not failed.empty:
@@ -158,5 +169,5 @@ def build(
         )
     aggregate(GENERATED)
     if html:
-        build_html(profile.name)
+        build_html(ran)
     return status

@@ -5,7 +5,15 @@ import shutil
 
 import pytest
 
-from nandlib.companion import BOOK_DIR, REPO_ROOT, aggregate, build_html, claim_output, output_owner
+from nandlib.companion import (
+    BOOK_DIR,
+    REPO_ROOT,
+    aggregate,
+    build_html,
+    claim_output,
+    output_owner,
+    write_profile,
+)
 from nandlib.profiles import load_profile
 from nandlib.report import load_results
 from nandlib.sweep import RUN_NOTEBOOK, Unit, check_parameters, run_sweep
@@ -132,3 +140,11 @@ def test_unknown_trained_here_is_named():
 
     with pytest.raises(ValueError, match="dreamland"):
         resolve_weights(dataclasses.replace(load_profile("offline"), trained_here="dreamland"))
+
+
+def test_written_profile_reloads_as_the_run_profile(tmp_path):
+    """The book's pages reload the profile the sweep ran (weights filled in, its dataset root fixed)."""
+    ran = dataclasses.replace(load_profile("toy"), nd={"model": "nand-toy", "clip_checkpoint": "/w/clip.pt"})
+    path = write_profile(ran, tmp_path / "data", tmp_path / "profile.yaml")
+    expected = dataclasses.replace(ran, data={"root": str((tmp_path / "data").resolve())})
+    assert load_profile(path) == expected
