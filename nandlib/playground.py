@@ -155,16 +155,16 @@ def profile_playground(
         cache: Feature cache for the APRIL-GAN (``None``: no cache).
 
     Raises:
-        ValueError: Unknown profile, or a profile with a dataset root it does not have.
+        ValueError: Unknown profile, or one that needs a dataset root (``paper``) and got none.
     """
     from nandlib.companion import resolve_weights
     from nandlib.run import UnitConfig, build_aprilgan
     from nandlib.sweep import Unit, unit_parameters
 
-    chosen = resolve_weights(load_profile(profile or book_profile()))
-    if data_root is None and "root" in chosen.data:
+    chosen = resolve_weights(load_profile(profile or book_profile(), data_root=data_root))
+    if "root" in chosen.data:
         data_root = chosen.data["root"]
-    if data_root is None:
+    else:
         spec = chosen.data["synthetic"]
         data_root = generate_dataset(
             Path(tempfile.mkdtemp()) / chosen.name, [class_name], spec["seed"], spec["scale"], spec["size"]

@@ -9,7 +9,7 @@ from nandlib.data import read_class
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.geometry import crop_image
 from nandlib.playground import BOOK_PROFILE_ENV, Playground, book_profile, profile_playground
-from nandlib.profiles import load_profile
+from nandlib.profiles import PROFILE_DIR, load_profile
 from nandlib.run import UnitConfig, build_aprilgan, run_unit
 from nandlib.sweep import Unit, unit_parameters
 
@@ -82,3 +82,14 @@ def test_profile_playground_runs_the_sweeps_models(synth_root, tmp_path, monkeyp
     row = results.iloc[0]
     tried = playground.try_normality(row["group"], row["group"]).iloc[0]
     assert tried["auroc_after"] == pytest.approx(100 * row["auroc_after"], abs=0.051)
+
+
+def test_a_profile_without_data_takes_the_given_dataset(synth_root, tmp_path):
+    """Like `paper` (MVTec AD on disk), but with the offline profile's tiny models."""
+    offline = (PROFILE_DIR / "offline.yaml").read_text()
+    needs_data = tmp_path / "needs-data.yaml"
+    needs_data.write_text(offline.replace("synthetic: {seed: 0, scale: small, size: 128}", "{}"))
+    with pytest.raises(ValueError, match="needs a dataset"):
+        profile_playground("carpet", profile=str(needs_data))
+    playground = profile_playground("carpet", profile=str(needs_data), data_root=synth_root)
+    assert len(playground.anomaly_types) == len(read_class(synth_root, "carpet").test)
