@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -141,22 +142,45 @@ def _pixels(backbone: ClipBackbone, images: np.ndarray) -> torch.Tensor:
     return ((x - mean[:, None, None]) / std[:, None, None]).to(backbone.device)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Views:
-    """The image embeddings one step compares with the captions (unit vectors)."""
+    """The image embeddings one step compares with the captions (unit vectors); each computed on first use.
 
-    image: torch.Tensor  # [B, D] class token
-    average: torch.Tensor  # [B, D] averaged patch tokens
-    region: torch.Tensor  # [B, D] the defect's patches (zero-weighted rows for good images)
-    patches: torch.Tensor  # [B, N, D] every patch token
-    cover: torch.Tensor  # [B, N] fraction of each patch the defect covers
+    Attributes:
+        image: ``[B, D]`` class-token embeddings.
+        tokens: ``[B, N, W]`` patch tokens after ``ln_post``, before ``proj``.
+        proj: ``[W, D]`` the class token's projection, shared by the patch views.
+        cover: ``[B, N]`` fraction of each patch the defect covers.
+    """
+
+    image: torch.Tensor
+    tokens: torch.Tensor
+    proj: torch.Tensor
+    cover: torch.Tensor
+
+    @cached_property
+    def patches(self) -> torch.Tensor:
+        """``[B, N, D]`` every patch token."""
+        return F.normalize(self.tokens @ self.proj, dim=-1)
+
+    @cached_property
+    def average(self) -> torch.Tensor:
+        """``[B, D]`` averaged patch tokens."""
+        return F.normalize(self.tokens.mean(dim=1) @ self.proj, dim=-1)
+
+    @cached_property
+    def region(self) -> torch.Tensor:
+        """``[B, D]`` patch tokens weighted by how much of each patch the defect covers (zero for good)."""
+        weights = self.cover[:, :, None]
+        region = (weights * self.tokens).sum(1) / self.cover.sum(1, keepdim=True).clamp(min=1e-6)
+        return F.normalize(region @ self.proj, dim=-1)
 
 
 def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tensor) -> _Views:
-    """Class-token, averaged-patch, defect-region and per-patch embeddings of one batch.
+    """Class-token embeddings of one batch, and the patch tokens its other views are made from.
 
-    Patch tokens go through the same ``ln_post`` and ``proj`` as the class token. The region embedding
-    averages the patch tokens weighted by how much of each patch the defect ``masks`` ``[B, S, S]`` covers.
+    Patch tokens go through the same ``ln_post`` and ``proj`` as the class token; ``masks`` ``[B, S, S]``
+    give each patch's defect cover.
     """
     visual = backbone.model.visual
     visual.output_tokens = True
@@ -166,14 +190,7 @@ def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tenso
         visual.output_tokens = False
     patch = visual.patch_size[0]
     cover = F.avg_pool2d(masks.float()[:, None], patch).flatten(1)  # [B, N], row-major like the tokens
-    region = (cover[:, :, None] * tokens).sum(1) / cover.sum(1, keepdim=True).clamp(min=1e-6)
-    return _Views(
-        image=F.normalize(pooled, dim=-1),
-        average=F.normalize(tokens.mean(dim=1) @ visual.proj, dim=-1),
-        region=F.normalize(region @ visual.proj, dim=-1),
-        patches=F.normalize(tokens @ visual.proj, dim=-1),
-        cover=cover,
-    )
+    return _Views(image=F.normalize(pooled, dim=-1), tokens=tokens, proj=visual.proj, cover=cover)
 
 
 def dense_loss(
