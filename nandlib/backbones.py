@@ -22,8 +22,8 @@ from PIL import Image
 from torchvision import transforms
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-# Keys of OpenAI's TorchScript archives that are not parameters of an open_clip CLIP model.
 _OPEN_CLIP_DIR = str(Path(open_clip.__file__).parent)
+# Keys of OpenAI's TorchScript archives that are not parameters of an open_clip CLIP model.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 

@@ -193,6 +193,12 @@ def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tenso
     return _Views(image=F.normalize(pooled, dim=-1), tokens=tokens, proj=visual.proj, cover=cover)
 
 
+def _encode_text(backbone: ClipBackbone, texts: Sequence[str]) -> torch.Tensor:
+    """Unit text embeddings ``[N, D]`` of ``texts``, with gradients (training)."""
+    tokens = backbone.tokenizer(list(texts)).to(backbone.device)
+    return F.normalize(backbone.model.encode_text(tokens), dim=-1)
+
+
 def dense_loss(
     patches: torch.Tensor, cover: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, min_cover: float
 ) -> torch.Tensor:
@@ -300,13 +306,12 @@ def train_clip(
         for step in range(config.steps):
             index = batch_indices(data.keys, config.batch_size, config.classes_per_batch, rng)
             keys = [data.keys[i] for i in index]
+            classes = sorted({c for c, _ in keys})
             captions, caption_keys = zip(*(sample_caption(c, t, rng) for c, t in keys), strict=True)
             positives = torch.from_numpy(describes(keys, caption_keys)).to(backbone.device)
             masks = torch.from_numpy(data.masks[index]).to(backbone.device)
             views = _embeddings(backbone, _pixels(backbone, data.images[index]), masks)
-            text = F.normalize(
-                model.encode_text(backbone.tokenizer(list(captions)).to(backbone.device)), dim=-1
-            )
+            text = _encode_text(backbone, captions)
             scale = model.logit_scale.exp().clamp(max=config.max_logit_scale)
             loss = multi_positive_loss(scale * views.image @ text.T, positives)
             if config.patch_weight:
@@ -319,11 +324,9 @@ def train_clip(
                     scale * views.region[defect] @ text.T, positives[defect]
                 )
             if config.dense_weight:
-                states = [c for name in sorted({c for c, _ in keys}) for c in state_captions(name, rng)]
+                states = [c for name in classes for c in state_captions(name, rng)]
                 state_text, state_keys = zip(*states, strict=True)
-                state_features = F.normalize(
-                    model.encode_text(backbone.tokenizer(list(state_text)).to(backbone.device)), dim=-1
-                )
+                state_features = _encode_text(backbone, state_text)
                 clean = describes([(c, GOOD) for c, _ in keys], state_keys)
                 own = own_states(keys, state_keys)
                 loss = loss + config.dense_weight * dense_loss(
@@ -336,15 +339,10 @@ def train_clip(
             if config.text_weight:
                 # two fresh draws of every state caption of the batch's classes
                 drawn = [
-                    caption
-                    for name in sorted({c for c, _ in keys})
-                    for _ in range(2)
-                    for caption in state_captions(name, rng)
+                    caption for name in classes for _ in range(2) for caption in state_captions(name, rng)
                 ]
                 texts, text_keys = zip(*drawn, strict=True)
-                features = F.normalize(
-                    model.encode_text(backbone.tokenizer(list(texts)).to(backbone.device)), dim=-1
-                )
+                features = _encode_text(backbone, texts)
                 loss = loss + config.text_weight * text_contrast_loss(scale * features, text_keys)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
