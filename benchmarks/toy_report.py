@@ -24,12 +24,13 @@ from nandlib.data import generate_dataset, grouped_classes
 from nandlib.data.classes import TEXTURE_CLASSES
 from nandlib.diagnostics import summarize_seeds
 from nandlib.run import UnitConfig, run_unit, unit_paths
+from nandlib.tables import DIAGNOSTIC_SHOWN, with_diagnostics
 from nandlib.toy.clip_training import TOY_MODEL
 from nandlib.toy.train import CACHE_DIR, toy_weights, train_toy
 from nandlib.toy.world import DEFAULT_SIZE
 
 KEYS = ["class", "group", "detector"]
-SHOWN = ["delta", "others_before", "others_after", "others_change", "g_vs_good_after", "sup_specificity"]
+SHOWN = list(DIAGNOSTIC_SHOWN)
 TARGET_DELTA, TARGET_OTHERS = 10.0, 2.0  # issue #8: textures, points
 
 
@@ -48,7 +49,7 @@ def evaluate_seed(seed: int, classes: list[str], data: Path, retrain: bool) -> t
     weights = (
         train_toy(CACHE_DIR / f"seed{seed}", seed, log=print) if retrain else toy_weights(seed, log=print)
     )
-    frames = []
+    results, diagnostics = [], []
     for class_name in classes:
         config = UnitConfig(
             class_name=class_name,
@@ -63,12 +64,9 @@ def evaluate_seed(seed: int, classes: list[str], data: Path, retrain: bool) -> t
             nd_clip_checkpoint=str(weights.clip),
             adapters=str(weights.adapters),
         )
-        results = run_unit(config, progress=False)
-        diagnostics = pd.read_csv(unit_paths(config.output_dir, "aprilgan", class_name)["diagnostics"])
-        frames.append(results.merge(diagnostics, on=KEYS))
-    frame = pd.concat(frames, ignore_index=True)
-    frame["delta"] = frame["auroc_after"] - frame["auroc_before"]
-    frame["others_change"] = frame["others_after"] - frame["others_before"]
+        results.append(run_unit(config, progress=False))
+        diagnostics.append(pd.read_csv(unit_paths(config.output_dir, "aprilgan", class_name)["diagnostics"]))
+    frame = with_diagnostics(pd.concat(results, ignore_index=True), pd.concat(diagnostics, ignore_index=True))
     frame[SHOWN] = frame[SHOWN] * 100
     return frame, weights.info
 

@@ -138,6 +138,22 @@ DIAGNOSTIC_SHOWN = (
 )
 
 
+def with_diagnostics(results: pd.DataFrame, diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Each result row with its group's diagnostics (:mod:`nandlib.diagnostics`), plus ``delta`` (Δ of the
+    relabelled protocol) and ``others_change`` (after − before of good vs the other defects), as fractions.
+
+    Raises:
+        ValueError: Missing columns, or no diagnostics row matches a result.
+    """
+    _check(results)
+    joined = results.merge(diagnostics, on=["class", "group", "detector"], how="inner")
+    if joined.empty:
+        raise ValueError("diagnostics: no row matches the results (run the units again to write them)")
+    joined["delta"] = joined["auroc_after"] - joined["auroc_before"]
+    joined["others_change"] = joined["others_after"] - joined["others_before"]
+    return joined
+
+
 def diagnostics_table(results: pd.DataFrame, diagnostics: pd.DataFrame, by: str = "detector") -> pd.DataFrame:
     """Δ beside the diagnostics (:mod:`nandlib.diagnostics`), in percent, averaged over groups per ``by``.
 
@@ -153,15 +169,7 @@ def diagnostics_table(results: pd.DataFrame, diagnostics: pd.DataFrame, by: str 
     Raises:
         ValueError: Missing columns, or no diagnostics row matches a result.
     """
-    _check(results)
-    keys = ["class", "group", "detector"]
-    joined = results[[*keys, "auroc_before", "auroc_after"]].merge(diagnostics, on=keys, how="inner")
-    if joined.empty:
-        raise ValueError("diagnostics: no row matches the results (run the units again to write them)")
-    joined["delta"] = joined["auroc_after"] - joined["auroc_before"]
-    joined["others_change"] = joined["others_after"] - joined["others_before"]
-    columns = list(DIAGNOSTIC_SHOWN)
-    grouped = joined.groupby(by, sort=False)
-    table = grouped[columns].mean().mul(100).round(1)
+    grouped = with_diagnostics(results, diagnostics).groupby(by, sort=False)
+    table = grouped[list(DIAGNOSTIC_SHOWN)].mean().mul(100).round(1)
     table.insert(0, "n_groups", grouped.size())
     return table.reset_index()
