@@ -341,6 +341,9 @@ def train_adapters_command(
     normality_weight: Annotated[
         float, typer.Option(help="Our normality loss (not the authors'); 0 keeps the official recipe.")
     ] = 0.0,
+    init: Annotated[
+        str, typer.Option(help="random (authors') | projection (ours: from CLIP's own patch projection).")
+    ] = "random",
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
 ) -> None:
     """Train APRIL-GAN's linear layers with the authors' recipe (focal + dice on masks, frozen CLIP)."""
@@ -352,7 +355,7 @@ def train_adapters_command(
             model, pretrained=pretrained, checkpoint=clip_checkpoint, image_size=image_size, device=device
         )
         config = AdapterTraining(
-            epochs=epochs, batch_size=batch_size, seed=seed, normality_weight=normality_weight
+            epochs=epochs, batch_size=batch_size, seed=seed, normality_weight=normality_weight, init=init
         )
         chosen = [int(x) for x in layers.split(",")] if layers else None
         adapters, _ = train_adapters(

@@ -11,6 +11,8 @@ test on MVTec AD. Checkpoints use the authors' format (:meth:`nandlib.adapters.A
 Our addition, off by default (``normality_weight=0``; named "normality loss" in the book): a second term
 trains the map ``[f_nor, f_add(g)]`` (NAND's ND module, Eq. 4 with ``f_add``) to fire exactly on the mask
 of defect type ``g`` and nowhere on other defects, ``g`` drawn per image among its class's types.
+Our other addition, also off by default (``init="projection"``; the toy world uses it): the layers start
+from CLIP's own patch projection instead of at random (:func:`init_from_projection`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class AdapterTraining:
         betas: Adam betas ((0.5, 0.999)).
         seed: Seed of initialisation and shuffling (the authors' ``setup_seed(111)``).
         normality_weight: Weight of our normality loss (0: the official recipe).
+        init: ``"random"`` (the authors' ``nn.Linear`` default) or ``"projection"`` (our addition: start
+            from CLIP's own patch projection, :func:`init_from_projection`).
     """
 
     epochs: int = 15
@@ -50,6 +54,15 @@ class AdapterTraining:
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 111
     normality_weight: float = 0.0
+    init: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init: expected one of {INITS}, got {self.init!r}")
+
+
+INITS = ("random", "projection")
+PROJECTION_SAMPLE = 64  # images whose tokens give the typical LayerNorm scale
 
 
 def focal_loss(probabilities: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -237,6 +250,32 @@ class _TextBank:
         return self._cache[key]
 
 
+@torch.no_grad()
+def init_from_projection(adapters: Adapters, backbone: ClipBackbone, tokens: Sequence[torch.Tensor]) -> None:
+    """Set each linear layer to CLIP's own patch projection, ``proj^T · ln_post(t)``, folded into ``W t + b``.
+
+    Our addition, not the authors' recipe (book: ``reproducing.md``, "Toy world"): the linear layers then
+    start where CLIP's training put the last block's patch tokens, beside the texts, defect types included,
+    and the official loss only adjusts them. LayerNorm's centring and affine part fold exactly; its
+    per-token ``1 / σ`` cannot, and is replaced by the median σ of ``tokens`` (it only weighs ``b`` against
+    ``W t``, since the layers' outputs are L2-normalised).
+
+    Args:
+        adapters: Layers to overwrite, one per entry of ``tokens``.
+        backbone: The CLIP whose ``ln_post`` and ``proj`` are folded in.
+        tokens: Per layer ``[B, 1 + N, W]`` block outputs of sample images (CLS first).
+    """
+    visual = backbone.model.visual
+    gamma, beta, proj = visual.ln_post.weight, visual.ln_post.bias, visual.proj
+    width = gamma.numel()
+    centring = torch.eye(width, device=gamma.device) - 1 / width
+    weight = proj.T @ (gamma[:, None] * centring)
+    for fc, layer_tokens in zip(adapters.fc, tokens, strict=True):
+        sigma = layer_tokens[:, 1:].float().std(dim=-1, unbiased=False).median()
+        fc.weight.copy_(weight)
+        fc.bias.copy_(sigma * (proj.T @ beta))
+
+
 def default_phrases(class_name: str, anomaly_type: str) -> list[str]:
     """``"<class> with <type>"`` ("candle with wax", from VisA's ``wax``), the fallback normality phrase."""
     return [f"{class_name} with {anomaly_type.replace('_', ' ')}"]
@@ -313,6 +352,12 @@ def train_adapters(
     adapters = Adapters(chosen, backbone.vision_width, backbone.embed_dim, seed=config.seed).to(
         backbone.device
     )
+    if config.init == "projection":
+        sample = samples[:: max(1, len(samples) // PROJECTION_SAMPLE)]
+        with torch.no_grad():
+            pixels = backbone.preprocess([Image.open(s.path).convert("RGB") for s in sample])
+            _, tokens = backbone.encode_image_layers(pixels, chosen)
+        init_from_projection(adapters, backbone, tokens)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         history = fit_adapters(
@@ -322,5 +367,5 @@ def train_adapters(
             config,
             log,
         )
-    adapters.weights = f"trained seed {config.seed}, {config.epochs} epochs"
+    adapters.weights = f"trained seed {config.seed}, {config.epochs} epochs, {config.init} init"
     return adapters, history

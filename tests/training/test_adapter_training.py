@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from nandlib.adapters import Adapters
+from nandlib.backbones import load_clip
 from nandlib.protocol import pixel_auroc
 from nandlib.training.adapters import (
     AdapterTraining,
@@ -15,6 +16,7 @@ from nandlib.training.adapters import (
     dice_loss,
     fit_adapters,
     focal_loss,
+    init_from_projection,
     read_masked_dataset,
     two_channel_maps,
 )
@@ -60,6 +62,28 @@ def test_fit_learns_a_linearly_separable_mask() -> None:
     after = pixel_auroc(*maps())
     assert history[-1] < history[0]
     assert after > 0.95 and after > before + 0.2  # bilinear upsampling blurs the 4 x 4 grid's edges
+
+
+def test_projection_init_reproduces_clips_own_patch_projection() -> None:
+    backbone = load_clip("nand-toy", seed=0)
+    visual = backbone.model.visual
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a LayerNorm that is not the identity
+        visual.ln_post.weight.copy_(1 + 0.3 * torch.randn(backbone.vision_width, generator=generator))
+        visual.ln_post.bias.copy_(0.3 * torch.randn(backbone.vision_width, generator=generator))
+    raw = torch.randn(2, 5, backbone.vision_width, generator=generator)
+    unit_sigma = (raw - raw.mean(-1, keepdim=True)) / raw.std(-1, unbiased=False, keepdim=True)
+    tokens = 2.5 * unit_sigma + torch.randn(2, 5, 1, generator=generator)  # one σ, any per-token offset
+    adapters = Adapters((1, 2), backbone.vision_width, backbone.embed_dim, seed=0)
+    init_from_projection(adapters, backbone, [tokens, tokens])
+    expected = torch.nn.functional.normalize(visual.ln_post(tokens[:, 1:]) @ visual.proj, dim=-1)
+    for projected in adapters([tokens, tokens]):
+        torch.testing.assert_close(projected, expected, atol=1e-4, rtol=0)
+
+
+def test_unknown_init_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="init: expected one of"):
+        AdapterTraining(init="identity")
 
 
 def test_aux_set_without_masks_is_refused(tmp_path) -> None:
