@@ -8,7 +8,9 @@ true of the image (:func:`nandlib.toy.world.describes`), in both directions.
 The image embedding is CLIP's usual class-token embedding (so WinCLIP's window embeddings and APRIL-GAN's
 image score stay defined). The patch tokens (through the same ``ln_post`` and ``proj``) are put into the
 joint space by a dense term (:func:`dense_loss`): each patch must pick, among its class's state captions,
-the one that describes the patch itself ("flawless carpet" for a clean patch of a carpet with a hole).
+the one that describes the patch itself ("flawless carpet" for a clean patch of a carpet with a hole), and
+each state caption must rank the batch's patches in that state above all others ("carpet with a loose
+thread" above a hole's patches, which may say "defect" more loudly) — the order NAND's ``A_sup`` needs.
 Batches hold few classes with each good image beside its defective twin (:func:`batch_indices`), so that
 the defects, not the classes, decide the loss, and the logit scale is capped low so that captions differing
 by one word end up apart in angle. A caption-only term (:func:`text_contrast_loss`) keeps the state captions
@@ -52,6 +54,7 @@ class ClipTraining:
             (the ``region`` view of :func:`_embeddings`).
         dense_weight: Weight of the per-patch term (:func:`dense_loss`).
         dense_cover: Fraction of a patch a defect must cover for the patch to count as defective.
+        dense_columns: Weight of the per-patch term's caption-to-patches direction (:func:`dense_loss`).
         text_weight: Weight of the caption-only term (:func:`text_contrast_loss`): two draws of each state
             caption of the batch's classes must find each other among all the others.
         max_logit_scale: Cap of CLIP's learnt logit scale (OpenAI: 100). A low cap forces captions that
@@ -69,6 +72,7 @@ class ClipTraining:
     region_weight: float = 0.0
     dense_weight: float = 2.0
     dense_cover: float = 0.1
+    dense_columns: float = 1.0
     text_weight: float = 1.0
     max_logit_scale: float = 10.0
     classes_per_batch: int | None = 8
@@ -200,7 +204,12 @@ def _encode_text(backbone: ClipBackbone, texts: Sequence[str]) -> torch.Tensor:
 
 
 def dense_loss(
-    patches: torch.Tensor, cover: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, min_cover: float
+    patches: torch.Tensor,
+    cover: torch.Tensor,
+    text: torch.Tensor,
+    positives: torch.Tensor,
+    min_cover: float,
+    column_weight: float = 0.0,
 ) -> torch.Tensor:
     """Each patch against its classes' state captions: what the patch itself shows is the positive.
 
@@ -219,15 +228,26 @@ def dense_loss(
         positives: ``[2, B, C]``: caption ``j`` is the state of a clean patch of image ``i`` (``[0]``), of a
             defective one (``[1]``).
         min_cover: Fraction of a patch a defect must cover to make it defective.
+        column_weight: Weight of the other direction: each state caption against every kept patch of the
+            batch, the patches in that state its positives (ranks a type's patches above the others').
     """
     logits = patches @ text.T  # [B, N, C]
-    parts = []
+    parts, kept_logits, kept_targets = [], [], []
     for rows, wanted in ((cover == 0, positives[0]), (cover >= min_cover, positives[1])):
         targets = wanted[:, None, :].expand_as(logits)[rows]
         kept = targets.any(dim=1)
         if kept.any():
             parts.append(row_loss(logits[rows][kept], targets[kept]))
-    return torch.stack(parts).mean() if parts else logits.sum() * 0
+            kept_logits.append(logits[rows][kept])
+            kept_targets.append(targets[kept])
+    if not parts:
+        return logits.sum() * 0
+    loss = torch.stack(parts).mean()
+    if column_weight:
+        columns, wanted = torch.cat(kept_logits).T, torch.cat(kept_targets).T
+        some = wanted.any(dim=1)
+        loss = loss + column_weight * row_loss(columns[some], wanted[some])
+    return loss
 
 
 def text_contrast_loss(text: torch.Tensor, keys: Sequence[tuple[str, str]]) -> torch.Tensor:
@@ -335,6 +355,7 @@ def train_clip(
                     scale * state_features,
                     torch.from_numpy(np.stack([clean, own])).to(backbone.device),
                     config.dense_cover,
+                    config.dense_columns,
                 )
             if config.text_weight:
                 # two fresh draws of every state caption of the batch's classes

@@ -122,6 +122,26 @@ def test_dense_loss_weighs_clean_and_defective_patches_equally() -> None:
     assert dense_loss(bad_defect, cover, text, positives, min_cover=0.1).item() == pytest.approx(expected)
 
 
+def test_dense_columns_rank_a_types_patches_above_other_defects() -> None:
+    from nandlib.toy.clip_training import dense_loss
+
+    # a hole image and a thread image, one defective patch each; captions: hole, thread. Each patch picks
+    # its own caption, but the strong hole patch says "thread" more than the thin thread patch does.
+    text = torch.eye(2)
+    patches = torch.tensor([[[2.0, 1.8]], [[0.5, 1.0]]])
+    cover = torch.ones(2, 1)
+    positives = torch.tensor([[[False, False], [False, False]], [[True, False], [False, True]]])
+
+    def ce(logits: list[float], right: int) -> float:
+        return -math.log(math.exp(logits[right]) / sum(math.exp(x) for x in logits))
+
+    rows = (ce([2.0, 1.8], 0) + ce([0.5, 1.0], 1)) / 2
+    columns = (ce([2.0, 0.5], 0) + ce([1.8, 1.0], 1)) / 2  # per caption, over the two patches
+    assert dense_loss(patches, cover, text, positives, 0.1).item() == pytest.approx(rows, rel=1e-6)
+    both = dense_loss(patches, cover, text, positives, 0.1, column_weight=0.5).item()
+    assert both == pytest.approx(rows + 0.5 * columns, rel=1e-6)
+
+
 def test_text_contrast_finds_the_other_draw_of_the_same_state() -> None:
     from nandlib.toy.clip_training import text_contrast_loss
 
