@@ -2,7 +2,8 @@
 
 Steps: (1) caption-free images of every class for CLIP (captions are drawn per step), (2) the toy CLIP
 (:mod:`nandlib.toy.clip_training`), (3) the auxiliary dataset in MVTec AD's layout, (4) APRIL-GAN's linear
-layers on it with the official recipe (:mod:`nandlib.training.adapters`), optionally with our normality loss.
+layers on it with the authors' losses, started from CLIP's own patch projection
+(:mod:`nandlib.training.adapters`), optionally with our normality loss.
 Outputs: ``clip.pt`` (open_clip state dict of ``nand-toy``), ``adapters.pth`` (authors' format) and
 ``training.json`` (budget, losses, seconds). The profile ``toy`` uses them through :func:`toy_weights`.
 """
@@ -39,14 +40,17 @@ class ToyBudget:
     Attributes:
         clip: CLIP's steps and hyper-parameters.
         images_per_class: CLIP training images per class.
-        adapters: APRIL-GAN recipe (official; ``normality_weight`` > 0 turns on our normality loss).
+        adapters: APRIL-GAN's linear layers: the authors' losses and optimiser, started from the toy CLIP's
+            own patch projection for 3 epochs (our change; the authors start at random for 15 epochs on
+            VisA, see :func:`nandlib.training.adapters.init_from_projection`); ``normality_weight`` > 0
+            turns on our normality loss.
         aux_good: Good images per auxiliary class (test split).
         aux_per_type: Defect images per auxiliary type.
     """
 
     clip: ClipTraining = ClipTraining()
     images_per_class: int = 96
-    adapters: AdapterTraining = AdapterTraining(epochs=15)
+    adapters: AdapterTraining = AdapterTraining(epochs=3, init="projection")
     aux_good: int = 24
     aux_per_type: int = 8
 

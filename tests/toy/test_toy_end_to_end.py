@@ -15,7 +15,7 @@ from nandlib.training.adapters import AdapterTraining
 TINY = ToyBudget(
     clip=ClipTraining(steps=2, batch_size=16),
     images_per_class=2,
-    adapters=AdapterTraining(epochs=1),
+    adapters=AdapterTraining(epochs=1, init="projection"),
     aux_good=1,
     aux_per_type=1,
 )
