@@ -144,7 +144,7 @@ def profile_playground(
     The APRIL-GAN is built from the same run parameters as the sweep's units
     (:func:`nandlib.sweep.unit_parameters`), so the playground's AUROCs for a group's shipped phrases are the
     tables' numbers. A ``trained_here`` profile's weights are trained on first use (the toy world: about
-    8 min on two CPU cores), then cached.
+    6 min on two CPU cores), then cached.
 
     Args:
         class_name: MVTec AD class.
