@@ -32,10 +32,13 @@ from nandlib.data.classes import GOOD
 from nandlib.detectors.aprilgan import LOGIT_SCALE
 from nandlib.prompts import aprilgan_prompts, normality_prompts
 
+INITS = ("random", "projection")
+PROJECTION_SAMPLE = 64  # images whose tokens give the typical LayerNorm scale
+
 
 @dataclass(frozen=True)
 class AdapterTraining:
-    """The authors' hyper-parameters (VisA run of ``train.sh``) and our optional normality loss.
+    """The authors' hyper-parameters (VisA run of ``train.sh``), our optional normality loss and start.
 
     Attributes:
         epochs: Passes over the dataset (15 for VisA).
@@ -60,9 +63,6 @@ class AdapterTraining:
         if self.init not in INITS:
             raise ValueError(f"init: expected one of {INITS}, got {self.init!r}")
 
-
-INITS = ("random", "projection")
-PROJECTION_SAMPLE = 64  # images whose tokens give the typical LayerNorm scale
 
 
 def focal_loss(probabilities: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -264,8 +264,13 @@ def init_from_projection(adapters: Adapters, backbone: ClipBackbone, tokens: Seq
         adapters: Layers to overwrite, one per entry of ``tokens``.
         backbone: The CLIP whose ``ln_post`` and ``proj`` are folded in.
         tokens: Per layer ``[B, 1 + N, W]`` block outputs of sample images (CLS first).
+
+    Raises:
+        ValueError: A vision tower without ``ln_post`` and a ``proj`` matrix.
     """
     visual = backbone.model.visual
+    if getattr(visual, "proj", None) is None or not hasattr(visual, "ln_post"):
+        raise ValueError(f"init: model {backbone.model_name!r} has no ln_post + proj patch projection")
     gamma, beta, proj = visual.ln_post.weight, visual.ln_post.bias, visual.proj
     width = gamma.numel()
     centring = torch.eye(width, device=gamma.device) - 1 / width
@@ -354,9 +359,8 @@ def train_adapters(
     )
     if config.init == "projection":
         sample = samples[:: max(1, len(samples) // PROJECTION_SAMPLE)]
-        with torch.no_grad():
-            pixels = backbone.preprocess([Image.open(s.path).convert("RGB") for s in sample])
-            _, tokens = backbone.encode_image_layers(pixels, chosen)
+        pixels = backbone.preprocess([Image.open(s.path).convert("RGB") for s in sample])
+        _, tokens = backbone.encode_image_layers(pixels, chosen)
         init_from_projection(adapters, backbone, tokens)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
