@@ -81,6 +81,14 @@ def test_projection_init_reproduces_clips_own_patch_projection() -> None:
         torch.testing.assert_close(projected, expected, atol=1e-4, rtol=0)
 
 
+def test_projection_init_refuses_a_tower_without_projection() -> None:
+    backbone = load_clip("nand-toy", seed=0)
+    adapters = Adapters((1,), backbone.vision_width, backbone.embed_dim, seed=0)
+    backbone.model.visual.proj = None
+    with pytest.raises(ValueError, match="nand-toy.*no ln_post"):
+        init_from_projection(adapters, backbone, [torch.zeros(1, 2, backbone.vision_width)])
+
+
 def test_unknown_init_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="init: expected one of"):
         AdapterTraining(init="identity")
