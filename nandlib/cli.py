@@ -292,6 +292,13 @@ def toy_train(
     text_weight: Annotated[
         float | None, typer.Option(help="Weight of the CLIP's caption-only contrast (0: image terms only).")
     ] = None,
+    dense_columns: Annotated[
+        float | None,
+        typer.Option(help="Weight of the per-patch term's caption-to-patches ranking (0: off)."),
+    ] = None,
+    adapter_init: Annotated[
+        str | None, typer.Option(help="random (authors') | projection (default: ToyBudget's).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (results depend on it).")] = None,
 ) -> None:
     """Train the toy CLIP and APRIL-GAN's linear layers (deterministic by seed on CPU)."""
@@ -304,22 +311,24 @@ def toy_train(
     if threads:
         torch.set_num_threads(threads)
     budget = ToyBudget()
-    budget = dataclasses.replace(
-        budget,
-        clip=dataclasses.replace(
-            budget.clip,
-            steps=steps or budget.clip.steps,
-            text_weight=budget.clip.text_weight if text_weight is None else text_weight,
-        ),
-        adapters=dataclasses.replace(
-            budget.adapters,
-            epochs=adapter_epochs or budget.adapters.epochs,
-            normality_weight=budget.adapters.normality_weight
-            if normality_weight is None
-            else normality_weight,
-        ),
-    )
     try:
+        budget = dataclasses.replace(
+            budget,
+            clip=dataclasses.replace(
+                budget.clip,
+                steps=steps or budget.clip.steps,
+                text_weight=budget.clip.text_weight if text_weight is None else text_weight,
+                dense_columns=budget.clip.dense_columns if dense_columns is None else dense_columns,
+            ),
+            adapters=dataclasses.replace(
+                budget.adapters,
+                epochs=adapter_epochs or budget.adapters.epochs,
+                normality_weight=budget.adapters.normality_weight
+                if normality_weight is None
+                else normality_weight,
+                init=adapter_init or budget.adapters.init,
+            ),
+        )
         weights = train_toy(out or CACHE_DIR / f"seed{seed}", seed, budget, log=typer.echo)
     except (ValueError, OSError) as error:
         raise _fail(error) from error

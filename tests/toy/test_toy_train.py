@@ -29,3 +29,14 @@ def test_cache_is_reused_only_for_the_same_budget(tmp_path, monkeypatch) -> None
     other = dataclasses.replace(budget, images_per_class=budget.images_per_class + 1)
     toy_weights(3, other)
     assert trained == [(tmp_path / "cache" / "seed3", 3)]
+
+
+def test_cli_refuses_an_unknown_adapter_start_before_training(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from nandlib.cli import app
+
+    out = tmp_path / "toy"
+    result = CliRunner().invoke(app, ["toy", "train", "--out", str(out), "--adapter-init", "identity"])
+    assert result.exit_code == 1, result.output
+    assert "identity" in result.output and not out.exists()
