@@ -25,9 +25,12 @@ import pandas as pd
 import yaml
 
 from nandlib.data import generate_dataset, is_complete
-from nandlib.playground import BOOK_PROFILE_ENV
 from nandlib.profiles import Profile
 from nandlib.sweep import NOTEBOOK_DIR, execute_unit, run_sweep
+
+BOOK_PROFILE_ENV = "NAND_BOOK_PROFILE"
+"""Set by :func:`build_html` to the profile the book's tables ran with (read by
+:func:`nandlib.playground.book_profile`)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK_DIR = REPO_ROOT / "book"

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from nandlib.cache import FeatureCache
+from nandlib.companion import BOOK_PROFILE_ENV, resolve_weights
 from nandlib.data import anomaly_groups, generate_dataset, read_class
 from nandlib.data.mvtec import MVTecClass
 from nandlib.detectors.aprilgan import AprilGAN
@@ -27,9 +28,6 @@ from nandlib.geometry import crop_image, to_eval_grid
 from nandlib.nand import NDFeatures, NormalityDetector, final_map, predict_with_features
 from nandlib.profiles import load_profile
 from nandlib.protocol import image_auroc, relabel
-
-BOOK_PROFILE_ENV = "NAND_BOOK_PROFILE"
-"""Set by :func:`nandlib.companion.build_html` to the profile the book's tables ran with."""
 
 
 class Playground:
@@ -157,7 +155,6 @@ def profile_playground(
     Raises:
         ValueError: Unknown profile, or one that needs a dataset root (``paper``) and got none.
     """
-    from nandlib.companion import resolve_weights
     from nandlib.run import UnitConfig, build_aprilgan
     from nandlib.sweep import Unit, unit_parameters
 
