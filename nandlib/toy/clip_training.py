@@ -232,19 +232,18 @@ def dense_loss(
             batch, the patches in that state its positives (ranks a type's patches above the others').
     """
     logits = patches @ text.T  # [B, N, C]
-    parts, kept_logits, kept_targets = [], [], []
+    chosen = []  # (logits, targets) of the clean, then the defective patches that have a positive
     for rows, wanted in ((cover == 0, positives[0]), (cover >= min_cover, positives[1])):
         targets = wanted[:, None, :].expand_as(logits)[rows]
         kept = targets.any(dim=1)
         if kept.any():
-            parts.append(row_loss(logits[rows][kept], targets[kept]))
-            kept_logits.append(logits[rows][kept])
-            kept_targets.append(targets[kept])
-    if not parts:
+            chosen.append((logits[rows][kept], targets[kept]))
+    if not chosen:
         return logits.sum() * 0
-    loss = torch.stack(parts).mean()
+    loss = torch.stack([row_loss(part, targets) for part, targets in chosen]).mean()
     if column_weight:
-        columns, wanted = torch.cat(kept_logits).T, torch.cat(kept_targets).T
+        columns = torch.cat([part for part, _ in chosen]).T
+        wanted = torch.cat([targets for _, targets in chosen]).T
         some = wanted.any(dim=1)
         loss = loss + column_weight * row_loss(columns[some], wanted[some])
     return loss
