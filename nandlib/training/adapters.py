@@ -33,7 +33,7 @@ from nandlib.detectors.aprilgan import LOGIT_SCALE
 from nandlib.prompts import aprilgan_prompts, normality_prompts
 
 INITS = ("random", "projection")
-PROJECTION_SAMPLE = 64  # images whose tokens give the typical LayerNorm scale
+PROJECTION_SAMPLE = 64  # about this many images (every k-th) give the typical LayerNorm scale
 
 
 @dataclass(frozen=True)
