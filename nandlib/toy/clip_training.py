@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nandlib.backbones import ClipBackbone, load_clip
+from nandlib.backbones import ClipBackbone, encode_text_truncated, load_clip
 from nandlib.data.classes import GOOD
 from nandlib.toy.world import ImageSet, describes, own_states, sample_caption, state_captions
 
@@ -198,9 +198,13 @@ def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tenso
 
 
 def _encode_text(backbone: ClipBackbone, texts: Sequence[str]) -> torch.Tensor:
-    """Unit text embeddings ``[N, D]`` of ``texts``, with gradients (training)."""
+    """Unit text embeddings ``[N, D]`` of ``texts``, with gradients (training).
+
+    Computed only up to the batch's longest caption (:func:`nandlib.backbones.encode_text_truncated`):
+    the toy captions fill about a third of the context.
+    """
     tokens = backbone.tokenizer(list(texts)).to(backbone.device)
-    return F.normalize(backbone.model.encode_text(tokens), dim=-1)
+    return F.normalize(encode_text_truncated(backbone.model, tokens), dim=-1)
 
 
 def dense_loss(

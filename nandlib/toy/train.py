@@ -31,6 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
 CACHE_DIR = REPO_ROOT / "data" / "toy"
 FILES = ("clip.pt", "adapters.pth", "training.json")
+# Revision of the training code, recorded in training.json: bumped whenever a change alters the weights a
+# budget trains (2: captions encoded up to the longest one), so that a cached world of another revision is
+# retrained rather than reused.
+RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ def train_toy(
     adapters_path = out / "adapters.pth"
     adapters.save(adapters_path)
     info = {
+        "recipe": RECIPE,
         "seed": seed,
         "budget": asdict(budget),
         "clip_loss": [round(x, 4) for x in clip_losses],
@@ -136,14 +141,14 @@ def toy_weights(
 ) -> ToyWeights:
     """The toy world of ``seed``: shipped weights, else the cache under ``data/toy/``, else trained now.
 
-    A folder is used only if its ``training.json`` records this very budget (a cache trained with other
-    settings is retrained, not silently reused).
+    A folder is used only if its ``training.json`` records this very budget and :data:`RECIPE` (a cache
+    trained with other settings or code is retrained, not silently reused).
     """
     wanted = json.loads(json.dumps(asdict(_with_seed(budget, seed))))
     for folder in (SHIPPED_WEIGHTS / f"seed{seed}", CACHE_DIR / f"seed{seed}"):
         if all((folder / name).is_file() for name in FILES):
             info = json.loads((folder / FILES[2]).read_text())
-            if info.get("budget") == wanted:
+            if info.get("budget") == wanted and info.get("recipe") == RECIPE:
                 return ToyWeights(*(folder / name for name in FILES), info)
     return train_toy(CACHE_DIR / f"seed{seed}", seed, budget, log)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nandlib.toy.clip_training import ClipTraining, multi_positive_loss, train_clip
+from nandlib.backbones import load_clip
+from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, _encode_text, multi_positive_loss, train_clip
 from nandlib.toy.world import clip_images
 
 
@@ -37,6 +38,25 @@ def test_duplicate_captions_count_as_positives() -> None:
 def test_rows_without_positive_are_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         multi_positive_loss(torch.zeros(2, 2), torch.tensor([[True, False], [False, False]]))
+
+
+def test_training_text_cut_to_the_longest_caption_keeps_features_and_gradients() -> None:
+    backbone = load_clip(TOY_MODEL, seed=3)
+    model = backbone.model.train()
+    texts = ["a photo of a flawless carpet.", "a cropped photo of the carpet with a loose thread."]
+    tokens = backbone.tokenizer(texts)
+    assert int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1]  # there is padding to cut
+    direction = torch.randn(2, backbone.embed_dim, generator=torch.Generator().manual_seed(0))
+    features, gradients = [], []
+    encoders = {"cut": lambda: _encode_text(backbone, texts), "whole": lambda: model.encode_text(tokens)}
+    for encode in encoders.values():
+        model.zero_grad()
+        features.append(F.normalize(encode(), dim=-1))
+        (features[-1] * direction).sum().backward()
+        gradients.append(model.token_embedding.weight.grad.clone())
+    assert torch.allclose(features[0], features[1], atol=1e-5)
+    assert torch.allclose(gradients[0], gradients[1], atol=1e-5)
+    assert gradients[0].abs().sum() > 0
 
 
 def _tiny_run():

@@ -1,4 +1,4 @@
-"""Which toy world ``toy_weights`` returns: a cache only when it was trained with the budget asked for."""
+"""Which toy world ``toy_weights`` returns: a cache only when trained with the asked budget, by this code."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from nandlib.toy import train
 from nandlib.toy.train import FILES, ToyBudget, toy_weights
 
 
-def _fake_world(folder, budget: ToyBudget, seed: int) -> None:
-    folder.mkdir(parents=True)
+def _fake_world(folder, budget: ToyBudget, seed: int, recipe: int = train.RECIPE) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     for name in FILES[:2]:
         (folder / name).write_bytes(b"")
     recorded = train._with_seed(budget, seed)
-    (folder / FILES[2]).write_text(json.dumps({"seed": seed, "budget": asdict(recorded)}))
+    (folder / FILES[2]).write_text(json.dumps({"recipe": recipe, "seed": seed, "budget": asdict(recorded)}))
 
 
 def test_cache_is_reused_only_for_the_same_budget(tmp_path, monkeypatch) -> None:
@@ -29,6 +29,16 @@ def test_cache_is_reused_only_for_the_same_budget(tmp_path, monkeypatch) -> None
     other = dataclasses.replace(budget, images_per_class=budget.images_per_class + 1)
     toy_weights(3, other)
     assert trained == [(tmp_path / "cache" / "seed3", 3)]
+
+
+def test_cache_of_an_older_training_code_is_retrained(tmp_path, monkeypatch) -> None:
+    trained = []
+    monkeypatch.setattr(train, "SHIPPED_WEIGHTS", tmp_path / "shipped")
+    monkeypatch.setattr(train, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(train, "train_toy", lambda out, seed, budget, log: trained.append(seed))
+    _fake_world(tmp_path / "cache" / "seed0", ToyBudget(), seed=0, recipe=train.RECIPE - 1)
+    toy_weights(0, ToyBudget())
+    assert trained == [0]
 
 
 def test_cli_refuses_an_unknown_adapter_start_before_training(tmp_path) -> None:
