@@ -64,7 +64,6 @@ class AdapterTraining:
             raise ValueError(f"init: expected one of {INITS}, got {self.init!r}")
 
 
-
 def focal_loss(probabilities: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Focal loss (authors' variant) of probabilities ``[B, 2, H, W]`` against a boolean mask ``[B, H, W]``.
 
@@ -217,6 +216,19 @@ def read_masked_dataset(root: str | Path) -> list[MaskedImage]:
     return samples
 
 
+def _layer_tokens(
+    backbone: ClipBackbone, samples: Sequence[MaskedImage], layers: Sequence[int]
+) -> list[torch.Tensor]:
+    """Per layer ``[B, 1 + N, W]`` block outputs of the samples' images (frozen CLIP, no gradients)."""
+    images = []
+    for sample in samples:
+        with Image.open(sample.path) as handle:
+            images.append(handle.convert("RGB"))
+    with torch.no_grad():
+        _, tokens = backbone.encode_image_layers(backbone.preprocess(images), layers)
+    return tokens
+
+
 def _mask(sample: MaskedImage, size: int) -> torch.Tensor:
     if sample.mask_path is None:
         return torch.zeros(size, size, dtype=torch.bool)
@@ -306,9 +318,7 @@ def image_batches(
         order = rng.permutation(len(samples))
         for start in range(0, len(order), config.batch_size):
             chosen = [samples[i] for i in order[start : start + config.batch_size]]
-            with torch.no_grad():
-                pixels = backbone.preprocess([Image.open(s.path).convert("RGB") for s in chosen])
-                _, tokens = backbone.encode_image_layers(pixels, layers)
+            tokens = _layer_tokens(backbone, chosen, layers)
             masks = torch.stack([_mask(s, size) for s in chosen]).to(backbone.device)
             text = torch.stack([torch.stack(bank.state(s.class_name), dim=1) for s in chosen])
             extra_text = extra_masks = None
@@ -359,9 +369,7 @@ def train_adapters(
     )
     if config.init == "projection":
         sample = samples[:: max(1, len(samples) // PROJECTION_SAMPLE)]
-        pixels = backbone.preprocess([Image.open(s.path).convert("RGB") for s in sample])
-        _, tokens = backbone.encode_image_layers(pixels, chosen)
-        init_from_projection(adapters, backbone, tokens)
+        init_from_projection(adapters, backbone, _layer_tokens(backbone, sample, chosen))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         history = fit_adapters(
