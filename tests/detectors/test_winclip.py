@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -226,7 +227,7 @@ def test_few_shot_map_is_zero_for_a_reference_image(backbone):
     detector = WinCLIP(backbone, "bottle", k_shot=1, seed=0).fit(images)
     (reference,) = detector.reference_indices_
     embeddings = detector._embed([images[reference]])
-    few = few_shot_map(embeddings, detector._references, detector.masks, detector.grid)
+    few = few_shot_map(embeddings, detector.references_, detector.masks, detector.grid)
     assert few.abs().max() < 1e-5
     zero_scores, zero_map = zero_shot_scores(
         embeddings, detector.text_embeddings, detector.masks, detector.grid, detector.temperature
@@ -257,7 +258,7 @@ def test_fit_errors_and_zero_shot_ignores_images(backbone):
         WinCLIP(backbone, "bottle", k_shot=5).fit([_image(0), _image(1)])
     with pytest.raises(ValueError, match="got none"):
         WinCLIP(backbone, "bottle", k_shot=1).fit([])
-    with pytest.raises(RuntimeError, match="call fit"):
+    with pytest.raises(NotFittedError, match="call fit"):
         WinCLIP(backbone, "bottle", k_shot=1).predict([_image(0)])
     assert WinCLIP(backbone, "bottle").fit([]).reference_indices_ == ()
     with pytest.raises(ValueError, match="scales"):
