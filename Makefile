@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 PROFILE ?= toy
 DATA    ?=
 WORKERS ?= 2
+# A checkout keeps what nandlib generates (datasets, toy weights, feature cache) beside it.
+export NAND_HOME ?= $(CURDIR)/.nand
 
 .PHONY: install test test-all lint book clean
 

@@ -17,7 +17,7 @@ Layout: ``<root>/<namespace>/<fingerprint>/<digest>.safetensors``, one file per 
 and renamed (``os.replace``), so concurrent workers never see a partial entry; the last writer wins
 and both wrote the same features. A hit refreshes the file's modification time, which
 :meth:`FeatureCache.prune` reads as "last used". The default root is ``$NAND_CACHE_DIR`` or
-``<repo>/cache/``. Book: ``reproducing.md``, "Feature cache".
+``cache/`` in the user data folder. Book: ``reproducing.md``, "Feature cache".
 """
 
 from __future__ import annotations
@@ -38,21 +38,19 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from nandlib.paths import data_home
+
 CACHE_ENV = "NAND_CACHE_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_FILE = "settings.json"
 SUFFIX = ".safetensors"
 DISABLED = ("", "off")
 
 
 def default_root() -> Path:
-    """``$NAND_CACHE_DIR`` if set; else ``<repo>/cache`` in a checkout (ignored by git), or
-    ``~/.cache/nandlib`` for an installed package."""
+    """``$NAND_CACHE_DIR`` if set, else ``cache/`` in the user data folder (``nandlib.paths``)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    if (REPO_ROOT / "pyproject.toml").is_file():
-        return REPO_ROOT / "cache"
-    return Path.home() / ".cache" / "nandlib"
+    return data_home() / "cache"
 
 
 def image_digest(image: Image.Image) -> str:

@@ -212,7 +212,7 @@ class UnitConfig(Settings):
         return OutputLayout(Path(self.output_dir))
 
     def to_json(self) -> str:
-        """The config as JSON text, which :func:`load_unit_config` reads back (the run notebook's parameter)."""
+        """The config as JSON, which :func:`load_unit_config` reads back (the run notebook's parameter)."""
         return json.dumps(self.model_dump(mode="json"))
 
 
@@ -271,7 +271,8 @@ class Profile(Settings):
         if not isinstance(detectors, dict):
             return detectors
         return {
-            key: {"name": key, **value} if isinstance(value, dict) else value for key, value in detectors.items()
+            key: {"name": key, **value} if isinstance(value, dict) else value
+            for key, value in detectors.items()
         }
 
     def unit(
@@ -290,7 +291,9 @@ class Profile(Settings):
             ConfigError: ``detector`` is not one of the profile's, or the unit's config is invalid.
         """
         if detector not in self.detectors:
-            raise ConfigError(f"detectors: {detector!r} is not in profile {self.name!r}: {list(self.detectors)}")
+            raise ConfigError(
+                f"detectors: {detector!r} is not in profile {self.name!r}: {list(self.detectors)}"
+            )
         return parse_unit_config(
             {
                 "class_name": class_name,
@@ -377,7 +380,11 @@ def load_unit_config(config: str | Path | dict[str, Any]) -> UnitConfig:
     if isinstance(config, dict):
         return parse_unit_config(config)
     text = str(config)
-    if "\n" not in text and not text.lstrip().startswith("{") and Path(text).suffix in (".yaml", ".yml", ".json"):
+    if (
+        "\n" not in text
+        and not text.lstrip().startswith("{")
+        and Path(text).suffix in (".yaml", ".yml", ".json")
+    ):
         return parse_unit_config(read_yaml(Path(text)), source=text)
     try:
         data = yaml.safe_load(text)

@@ -1,4 +1,4 @@
-"""Encode once, score any normality: the one object behind NAND's predictions, units, playground and benchmarks.
+"""Encode once, score any normality: what NAND's predictions, units, playground and benchmarks run on.
 
 :class:`EncodedImages` runs a detector and the ND module over images once (each image encoded once when
 they share CLIP, :meth:`~nandlib.detectors.base.Detector.predict_with_nd`) and keeps the detector's maps on
@@ -165,7 +165,9 @@ class ClassEvaluation:
         regions = regions_for(self.detector.geometry, self.encoded.image_sizes)
         masks = [torch.from_numpy(sample.mask()).float()[None] for sample in self.data.test]
         size = self.nd.eval_size
-        return torch.cat([crop_to_region(m, r, size, mode="nearest") for m, r in zip(masks, regions, strict=True)]).bool()
+        return torch.cat(
+            [crop_to_region(m, r, size, mode="nearest") for m, r in zip(masks, regions, strict=True)]
+        ).bool()
 
     def normalities(self, phrases: Mapping[str, Sequence[str]] | None = None) -> dict[str, Normality]:
         """Each Table 1 group's normality: its shipped phrases, or ``phrases[group]`` where given.
@@ -178,7 +180,9 @@ class ClassEvaluation:
         if unknown:
             raise ValueError(f"phrases: {unknown} are not groups of {self.data.name!r}: {list(self.groups)}")
         return {
-            group: self.nd.normality(phrases=phrases[group]) if group in phrases else self.nd.normality(group=group)
+            group: self.nd.normality(phrases=phrases[group])
+            if group in phrases
+            else self.nd.normality(group=group)
             for group in self.groups
         }
 

@@ -173,7 +173,7 @@ class NormalityDetector:
         return self._f_add[key]
 
     def normality(self, *, group: str | None = None, phrases: str | Sequence[str] | None = None) -> Normality:
-        """Resolve and encode one normality: ``group=`` a Table 1 group, or ``phrases=`` (see :meth:`phrases`)."""
+        """Resolve and encode one normality: ``group=`` a Table 1 group or ``phrases=`` (:meth:`phrases`)."""
         label, resolved = self.phrases(group=group, phrases=phrases)
         return Normality(label=label, phrases=resolved, f_add=self.normality_feature(resolved))
 

@@ -34,7 +34,12 @@ def build_nd(cfg: UnitConfig, cache: FeatureCache | None = None) -> NormalityDet
     """The unit's ND module: APRIL-GAN on ``cfg.nd``'s CLIP and linear layers."""
     backbone = clip_from_spec(cfg.nd.clip, device=cfg.device, seed=cfg.seed, precision=cfg.precision)
     aprilgan = AprilGAN(
-        backbone, cfg.class_name, adapters=cfg.nd.adapters, seed=cfg.seed, batch_size=cfg.batch_size, cache=cache
+        backbone,
+        cfg.class_name,
+        adapters=cfg.nd.adapters,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        cache=cache,
     )
     return NormalityDetector(aprilgan, layer_combine=cfg.nd.layer_combine)
 
@@ -59,7 +64,10 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
     Returns:
         The class's tidy results frame (:data:`nandlib.protocol.RESULT_COLUMNS`).
     """
+    from nandlib.toy.train import resolve_toy_weights
+
     started = time.perf_counter()
+    cfg = resolve_toy_weights(cfg, log=print)
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)
     cache = cache_from_setting(cfg.cache_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nandlib.cache import CACHE_ENV
+from nandlib.config import UnitConfig, parse_unit_config
 from nandlib.data import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,3 +44,15 @@ def feature_cache_outside_the_repo(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop(CACHE_ENV, None)
     else:
         os.environ[CACHE_ENV] = previous
+
+
+@pytest.fixture(scope="session")
+def tiny_unit(synth_root: Path):
+    """Make an APRIL-GAN unit config on ``synth_root``'s carpet with the tiny random CLIP at 56 px."""
+
+    def make(out: Path, **changes) -> UnitConfig:
+        base = {"class_name": "carpet", "data_root": str(synth_root), "output_dir": str(out)}
+        nd = {"clip": {"model": "nand-tiny-p14", "image_size": 56}}
+        return parse_unit_config({**base, "nd": nd, "batch_size": 4, **changes})
+
+    return make

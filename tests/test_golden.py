@@ -36,7 +36,11 @@ TINY_TOY = ToyBudget(
 
 def _models(profile: str, tmp_path: Path) -> tuple[dict, dict, int]:
     if profile == "offline":
-        return {"clip": {"model": "nand-tiny-p14", "image_size": 518}}, {"model": "nand-tiny-p16", "image_size": 240}, 16
+        return (
+            {"clip": {"model": "nand-tiny-p14", "image_size": 518}},
+            {"model": "nand-tiny-p16", "image_size": 240},
+            16,
+        )
     weights = train_toy(tmp_path / "toy", 0, TINY_TOY)
     clip = {"model": "nand-toy", "image_size": 64, "checkpoint": str(weights.clip)}
     return {"clip": clip, "adapters": str(weights.adapters)}, clip, 64
@@ -54,8 +58,9 @@ def test_reduced_sweep_equals_the_recorded_frames(profile, synth_root, tmp_path,
             for class_name in ("carpet", "bottle"):
                 config = parse_unit_config(
                     {
-                        "class_name": class_name, "data_root": str(synth_root), "output_dir": str(tmp_path / "out"),
-                        "nd": nd, "detector": settings, "batch_size": batch_size, "cache_dir": "off",
+                        "class_name": class_name, "data_root": str(synth_root),
+                        "output_dir": str(tmp_path / "out"), "nd": nd, "detector": settings,
+                        "batch_size": batch_size, "cache_dir": "off",
                     }
                 )  # fmt: skip
                 assert config.label == name

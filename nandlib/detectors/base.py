@@ -92,7 +92,8 @@ class Detector(ABC):
     """Base class of all detectors: APRIL-GAN, WinCLIP, PatchCore and NAND-wrapped ones.
 
     Subclasses set ``name`` and ``geometry`` (and ``class_name`` when they are built for one class) and
-    implement :meth:`predict`; those that learn from normal images override :meth:`fit`. Those built from configs set ``kind`` (their registry key)
+    implement :meth:`predict`; those that learn from normal images override :meth:`fit`. Those built
+    from configs set ``kind`` (their registry key)
     and ``Settings``, and implement :meth:`from_settings`.
     """
 
@@ -137,7 +138,7 @@ class Detector(ABC):
         return self.predict(images), nd.features(images)
 
     def normality_source(self) -> AprilGAN | None:
-        """An APRIL-GAN whose machinery can serve as this detector's ND module, if it is one (else ``None``)."""
+        """The APRIL-GAN whose machinery can serve as this detector's ND module (``None``: none)."""
         return None
 
     def provenance(self) -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from nandlib.backbones import load_clip
@@ -202,7 +202,7 @@ def test_text_embeddings_are_means_of_raw_sentence_embeddings(backbone):
 
 
 def test_zero_shot_map_is_harmonic_mean_of_image_and_scale_maps(backbone):
-    detector = WinCLIP(backbone, "bottle")
+    detector = WinCLIP(backbone, "bottle").fit([])
     embeddings = detector._embed([_image(3)])
     text = detector.text_embeddings
     scores, grid_map = zero_shot_scores(embeddings, text, detector.masks, (15, 15), 0.07)

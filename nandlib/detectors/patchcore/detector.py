@@ -258,7 +258,7 @@ class PatchCore(Detector):
             NotFittedError: Before :meth:`fit` or :meth:`load`.
             ValueError: If ``images`` is empty.
         """
-        check_is_fitted(self, "memory_bank_", msg="PatchCore: no memory bank; call fit(images) or load(path) first")
+        check_is_fitted(self, "memory_bank_", "PatchCore: no memory bank; call fit(images) or load(path)")
         if len(images) == 0:
             raise ValueError("images: need at least one image")
         maps, scores = [], []

@@ -183,7 +183,7 @@ class WinCLIP(Detector):
         """
         if len(images) == 0:
             raise ValueError("images: need at least one image to predict")
-        check_is_fitted(self, "reference_indices_", msg=f"WinCLIP k_shot={self.k_shot}: call fit(images) first")
+        check_is_fitted(self, "reference_indices_", f"WinCLIP k_shot={self.k_shot}: call fit(images) first")
         maps, scores = [], []
         for start in range(0, len(images), self.batch_size):
             batch_maps, batch_scores = self._predict_batch(images[start : start + self.batch_size])

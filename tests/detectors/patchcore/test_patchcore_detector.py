@@ -1,8 +1,8 @@
 """PatchCore detector on a random WideResNet50 at a small geometry (resize 64, crop 56: 7×7 patches)."""
 
 import pytest
-from sklearn.exceptions import NotFittedError
 import torch
+from sklearn.exceptions import NotFittedError
 
 from nandlib.detectors.base import MapGeometry
 from nandlib.detectors.patchcore import PatchCore
