@@ -16,10 +16,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,9 +35,18 @@ from pydantic import (
 from nandlib.data.classes import anomaly_groups, check_class
 from nandlib.outputs import OutputLayout
 
-Precision = Literal["fp32", "fp16", "bf16"]
 _ENV_VAR = re.compile(r"^\$\{(\w+)\}$")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+def _known_device(device: str) -> str:
+    if not _DEVICE.match(device):
+        raise ValueError(f"expected cpu, cuda, cuda:N or mps, got {device!r}")
+    return device
+
+
+Precision = Literal["fp32", "fp16", "bf16"]
+Device = Annotated[str, AfterValidator(_known_device)]
 
 
 class ConfigError(ValueError):
@@ -171,7 +181,7 @@ class UnitConfig(Settings):
     detector: DetectorConfig = Field(default_factory=lambda: DetectorConfig(kind="aprilgan"))
     profile: ProfileInfo = ProfileInfo()
     seed: int = 0
-    device: str = "cpu"
+    device: Device = "cpu"
     precision: Precision = "fp32"
     batch_size: PositiveInt = 8
     cache_dir: str | None = None
@@ -181,13 +191,6 @@ class UnitConfig(Settings):
     @classmethod
     def _known_class(cls, class_name: str) -> str:
         return check_class(class_name)
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, device: str) -> str:
-        if not _DEVICE.match(device):
-            raise ValueError(f"expected cpu, cuda, cuda:N or mps, got {device!r}")
-        return device
 
     @model_validator(mode="after")
     def _phrases_name_groups(self) -> UnitConfig:
@@ -249,7 +252,7 @@ class Profile(Settings):
     data: DataSpec = DataSpec()
     classes: list[str]
     seed: int = 0
-    device: str = "cpu"
+    device: Device = "cpu"
     precision: Precision = "fp32"
     batch_size: PositiveInt = 8
     nd: NDConfig = NDConfig()

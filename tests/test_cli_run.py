@@ -7,7 +7,16 @@ from typer.testing import CliRunner
 
 from nandlib.cli import app
 
-TINY = ["--profile", "offline", "--set", "nd.clip.image_size=56", "--set", "batch_size=4", "--cache-dir", "off"]
+TINY = [
+    "--profile",
+    "offline",
+    "--set",
+    "nd.clip.image_size=56",
+    "--set",
+    "batch_size=4",
+    "--cache-dir",
+    "off",
+]
 
 
 def _run(synth_root, out, *extra):

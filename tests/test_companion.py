@@ -102,7 +102,7 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
 
 
 def test_toy_references_reach_every_unit(monkeypatch, tmp_path):
-    """`toy:clip` and `toy:adapters` become the toy world's files in the ND CLIP, adapters and WinCLIP's CLIP."""
+    """`toy:clip` and `toy:adapters` become the toy world's files: ND CLIP, adapters and WinCLIP's CLIP."""
     from nandlib.toy import train
 
     fake = train.ToyWeights(Path("/w/clip.pt"), Path("/w/adapters.pth"), Path("/w/training.json"))

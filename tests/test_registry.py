@@ -109,10 +109,14 @@ def test_a_detector_defined_outside_runs_through_run_sweep_tables_and_nand(
     assert "pixel-knn" in known_kinds() and detector_class("pixel-knn").__name__ == "PixelKNN"
     single = tmp_path / "single"
     args = ["run", "--profile", str(profile_file), "--data", str(synth_root), "--class", "carpet"]
-    result = CliRunner().invoke(app, [*args, "--detector", "pixel", "--out", str(single), "--cache-dir", "off"])
+    result = CliRunner().invoke(
+        app, [*args, "--detector", "pixel", "--out", str(single), "--cache-dir", "off"]
+    )
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(single / "results" / "pixel" / "carpet.csv")
-    assert list(frame["group"]) == ["thread", "metal", "color", "cut"] and (frame["detector"] == "pixel").all()
+    assert (
+        list(frame["group"]) == ["thread", "metal", "color", "cut"] and (frame["detector"] == "pixel").all()
+    )
 
     profile = load_profile(profile_file, data_root=synth_root)
     swept = tmp_path / "swept"

@@ -35,7 +35,12 @@ def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path):
     sweep = dict(classes=["carpet", "grid"], detectors=["aprilgan", "winclip-1"], run_notebook=FAKE)
     first = run_sweep(profile, tmp_path, out, workers=2, **sweep)
     assert set(first["status"]) == {"done"}
-    assert sorted(_executions(out)) == ["aprilgan/carpet", "aprilgan/grid", "winclip-1/carpet", "winclip-1/grid"]
+    assert sorted(_executions(out)) == [
+        "aprilgan/carpet",
+        "aprilgan/grid",
+        "winclip-1/carpet",
+        "winclip-1/grid",
+    ]
     assert OutputLayout(out).run_record("winclip-1", "grid").is_file()
 
     OutputLayout(out).results("aprilgan", "grid").unlink()  # as if that unit had crashed
@@ -49,7 +54,13 @@ def test_failed_unit_is_reported_and_others_finish(profile, tmp_path, monkeypatc
     monkeypatch.setenv("NAND_TEST_FAIL_ON", "grid")
     out = tmp_path / "out"
     frame = run_sweep(
-        profile, tmp_path, out, classes=["carpet", "grid"], detectors=["aprilgan"], workers=1, run_notebook=FAKE
+        profile,
+        tmp_path,
+        out,
+        classes=["carpet", "grid"],
+        detectors=["aprilgan"],
+        workers=1,
+        run_notebook=FAKE,
     )
     status = dict(zip(frame["class"], frame["status"], strict=True))
     assert status["carpet"] == "done"
