@@ -47,9 +47,9 @@ def main() -> None:
     repeat = args.repeat
 
     text_s, _ = timed(lambda: AprilGAN(backbone, args.class_name).text_features, repeat)
-    f_add_s, _ = timed(lambda: NormalityDetector(aprilgan).normality(group), repeat)
+    f_add_s, _ = timed(lambda: NormalityDetector(aprilgan).normality(group=group), repeat)
     nd = NormalityDetector(aprilgan)
-    f_add = nd.normality(group).f_add
+    f_add = nd.normality(group=group).f_add
     encode_s, features = timed(lambda: aprilgan.features(images), repeat)
     maps_s, base = timed(lambda: aprilgan.predict_from_features(features), 2 * repeat)
     nd_features = nd.features_from(features)

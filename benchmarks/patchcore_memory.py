@@ -61,7 +61,7 @@ def main() -> None:
         torch.cuda.synchronize()
     done = time.perf_counter()
     print(f"features: {tuple(features.shape)} ({features.numel() * 4 / 2**20:.0f} MiB float32)")
-    print(f"memory bank: {tuple(detector.memory_bank.shape)}")
+    print(f"memory bank: {tuple(detector.memory_bank_.shape)}")
     print(f"embed {embedded - start:.1f} s, coreset {done - embedded:.1f} s, fit total {done - start:.1f} s")
     print(f"rss before fit {rss_before:.0f} MiB, peak rss {_peak_rss_mib():.0f} MiB")
     if detector.device.type == "cuda":

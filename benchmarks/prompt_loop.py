@@ -26,6 +26,7 @@ from nandlib.backbones import load_clip
 from nandlib.cache import FeatureCache
 from nandlib.data import anomaly_groups
 from nandlib.detectors.aprilgan import AprilGAN
+from nandlib.nand import NormalityDetector
 from nandlib.playground import Playground
 from nandlib.prompts import normality_prompts
 
@@ -55,7 +56,7 @@ def main() -> None:
     size = aprilgan.cache.size()
     print(f"cache prefilled: {size / 2**30:.2f} GiB ({size / len(data.test) / 2**20:.1f} MiB per image)")
 
-    warm_s, playground = timed(lambda: Playground(data, aprilgan))
+    warm_s, playground = timed(lambda: Playground(data, NormalityDetector(aprilgan)))
     print(f"playground from cache (reads, adapters, APRIL-GAN text + maps): {warm_s:.1f} s")
     seen: set[str] = set()
     for phrases in EDITS:

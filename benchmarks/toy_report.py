@@ -1,8 +1,9 @@
 """The toy world's report: does NAND work when every model is trained here? (issue #8; not a test).
 
-For each seed, trains the toy world (or loads it from ``data/toy/seed<N>/``, see
-:func:`nandlib.toy.train.toy_weights`) and evaluates APRIL-GAN + NAND on the synthetic MVTec AD classes at
-64 px (the ``toy`` profile's data), through :func:`nandlib.run.run_unit`. Prints per class and group: Δ AUROC
+For each seed, trains the toy world (or loads it from ``toy/seed<N>/`` in the user data folder, see
+:func:`nandlib.toy.train.toy_weights` and :mod:`nandlib.paths`) and evaluates APRIL-GAN + NAND on the
+synthetic MVTec AD classes at 64 px (the ``toy`` profile's data and ND module, with that seed's weights),
+through :func:`nandlib.run.run_unit`. Prints per class and group: Δ AUROC
 of the relabelled protocol (group added as normal), good-vs-other-defects AUROC before/after, good-vs-group
 AUROC after, ``A_sup`` specificity (:mod:`nandlib.diagnostics`), the ceiling of Δ
 (:func:`delta_ceiling`), then the texture and object averages against the issue's targets and the training
@@ -21,13 +22,15 @@ import pandas as pd
 import torch
 from _common import machine
 
+from nandlib.config import parse_unit_config
 from nandlib.data import generate_dataset, grouped_classes, read_class
 from nandlib.data.classes import GOOD, TEXTURE_CLASSES
 from nandlib.diagnostics import summarize_seeds
-from nandlib.run import UnitConfig, run_unit, unit_paths
+from nandlib.paths import toy_dir
+from nandlib.profiles import load_profile
+from nandlib.run import run_unit
 from nandlib.tables import DIAGNOSTIC_SHOWN, with_diagnostics
-from nandlib.toy.clip_training import TOY_MODEL
-from nandlib.toy.train import CACHE_DIR, toy_weights, train_toy
+from nandlib.toy.train import toy_weights, train_toy
 from nandlib.toy.world import DEFAULT_SIZE
 
 KEYS = ["class", "group", "detector"]
@@ -48,25 +51,20 @@ def evaluation_data(root: Path, classes: list[str]) -> Path:
 def evaluate_seed(seed: int, classes: list[str], data: Path, retrain: bool) -> tuple[pd.DataFrame, dict]:
     """Per class and group: the standard columns, the diagnostics and ``delta`` (points), for one seed."""
     weights = (
-        train_toy(CACHE_DIR / f"seed{seed}", seed, log=print) if retrain else toy_weights(seed, log=print)
+        train_toy(toy_dir() / f"seed{seed}", seed, log=print) if retrain else toy_weights(seed, log=print)
     )
+    profile = load_profile("toy")
     results, diagnostics = [], []
     for class_name in classes:
-        config = UnitConfig(
-            class_name=class_name,
-            detector="aprilgan",
-            data_root=str(data),
-            output_dir=str(CACHE_DIR / "report" / f"seed{seed}"),
-            profile_name="toy",
-            batch_size=64,
-            cache_dir="off",
-            nd_model=TOY_MODEL,
-            nd_image_size=DEFAULT_SIZE,
-            nd_clip_checkpoint=str(weights.clip),
-            adapters=str(weights.adapters),
-        )
+        unit = profile.unit(
+            class_name, "aprilgan", data, toy_dir() / "report" / f"seed{seed}", cache_dir="off"
+        ).model_dump()
+        # this seed's weights in place of the profile's toy:clip / toy:adapters (the profile's seed, 0)
+        unit["nd"] = {**unit["nd"], "clip": {**unit["nd"]["clip"], "checkpoint": str(weights.clip)}}
+        unit["nd"]["adapters"] = str(weights.adapters)
+        config = parse_unit_config(unit, source=f"toy report, seed {seed}")
         results.append(run_unit(config, progress=False))
-        diagnostics.append(pd.read_csv(unit_paths(config.output_dir, "aprilgan", class_name)["diagnostics"]))
+        diagnostics.append(pd.read_csv(config.outputs.diagnostics(config.label, class_name)))
     frame = with_diagnostics(pd.concat(results, ignore_index=True), pd.concat(diagnostics, ignore_index=True))
     frame["delta_ceiling"] = delta_ceiling(frame, data)
     frame[SHOWN] = frame[SHOWN] * 100
@@ -115,14 +113,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (training depends on it)"
     )
-    parser.add_argument("--retrain", action="store_true", help="train even if data/toy/seed<N> exists")
+    parser.add_argument(
+        "--retrain", action="store_true", help="train even if <user data folder>/toy/seed<N> exists"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     print(machine())
-    data = evaluation_data(CACHE_DIR / "eval-synthetic-64", classes)
+    data = evaluation_data(toy_dir() / "eval-synthetic-64", classes)
     frames, infos = [], []
     for seed in seeds:
         frame, info = evaluate_seed(seed, classes, data, args.retrain)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from _common import machine, synthetic_class, timed
 
-from nandlib.run import UnitConfig, run_unit
+from nandlib.config import ClipSpec, NDConfig, UnitConfig
+from nandlib.run import run_unit
 
 
 def main() -> None:
@@ -34,9 +35,10 @@ def main() -> None:
     shutil.rmtree(args.work / "cache", ignore_errors=True)
 
     def run(name: str) -> None:
+        # detector: the default, APRIL-GAN on the ND module's (random-init) CLIP
         config = UnitConfig(
-            class_name=args.class_name, detector="aprilgan", data_root=str(args.work / "data"),
-            output_dir=str(args.work / name), nd_model=args.model, nd_image_size=args.image_size,
+            class_name=args.class_name, data_root=str(args.work / "data"), output_dir=str(args.work / name),
+            nd=NDConfig(clip=ClipSpec(model=args.model, image_size=args.image_size)),
             batch_size=args.batch_size, cache_dir=str(args.work / "cache"),
         )  # fmt: skip
         run_unit(config, progress=False)
