@@ -30,6 +30,25 @@ def _open_png(path: Path) -> Image.Image:
         raise ValueError(f"cannot read image {path}: unreadable or corrupt ({error})") from error
 
 
+def binary_mask(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """A ground-truth mask's grey values as booleans: {0, 255} and {0, 1} masks are both read.
+
+    Args:
+        pixels: ``uint8`` grey values ``[H, W]``.
+        path: The mask file, named in errors.
+
+    Raises:
+        ValueError: Values outside {0, 255} and {0, 1} (an anti-aliased or label mask), naming the file.
+    """
+    values = np.flatnonzero(np.bincount(pixels.ravel(), minlength=256)).tolist()
+    if set(values) <= {0, 255}:
+        return pixels > 127
+    if set(values) <= {0, 1}:
+        return pixels > 0
+    shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+    raise ValueError(f"mask {path}: grey values {{{shown}}}; expected a binary mask of 0/255 or 0/1")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image of a class, and its ground truth.
@@ -57,9 +76,16 @@ class Sample:
     def mask(self, size: int | tuple[int, int] | None = None) -> np.ndarray:
         """Decode the ground-truth mask as a boolean array ``[H, W]`` (all ``False`` for ``good`` images).
 
+        Masks may be stored as 0/255 (MVTec AD's) or 0/1 (a common export format); any other value set is
+        refused (see :func:`binary_mask`).
+
         Args:
             size: Resize to this side (or ``(width, height)``) with nearest-neighbour sampling; ``None``
                 keeps the image's size.
+
+        Raises:
+            ValueError: The mask's size differs from the image's, or it holds values other than {0, 255}
+                or {0, 1} (the message names the file).
         """
         image_size = self._image_size()
         if self.mask_path is None:
@@ -71,6 +97,7 @@ class Sample:
                     f"mask {self.mask_path} is {mask.size[0]}x{mask.size[1]} but image {self.path} is "
                     f"{image_size[0]}x{image_size[1]}"
                 )
+            mask = Image.fromarray(binary_mask(np.asarray(mask), self.mask_path).astype(np.uint8) * 255)
         if size is not None:
             mask = mask.resize((size, size) if isinstance(size, int) else size, Image.Resampling.NEAREST)
         return np.asarray(mask) > 127
