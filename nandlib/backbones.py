@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,10 @@ _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 _VOCAB_DIRS: list[Path] = []
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt has more tokens than the text context: the tokens past it are dropped and change nothing."""
 
 
 def register_model_configs(path: str | Path = CONFIG_DIR) -> None:
@@ -143,12 +148,15 @@ class ClipBackbone:
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Raw (unnormalised) text embeddings ``[N, D]`` of ``prompts``.
 
+        Warns:
+            PromptTruncatedWarning: For each prompt longer than the text context (see :func:`tokenize`).
+
         Raises:
             ValueError: If ``prompts`` is empty or holds an empty string.
         """
         if len(prompts) == 0 or any(not p.strip() for p in prompts):
             raise ValueError("prompts: need at least one non-empty prompt")
-        tokens = self.tokenizer(list(prompts)).to(self.device)
+        tokens = tokenize(self.tokenizer, prompts).to(self.device)
         with self.autocast():
             return encode_text_truncated(self.model, tokens).float()
 
@@ -368,6 +376,41 @@ def get_tokenizer(model_name: str):
             context = open_clip.get_model_config(model_name)["text_cfg"]["context_length"]
             return WordTokenizer.from_file(vocabulary, context_length=context)
     return open_clip.get_tokenizer(model_name)
+
+
+def _token_count(tokenizer: object, text: str) -> int | None:
+    """Tokens of ``text`` before any cut, start and end included; ``None`` for tokenizers not known here."""
+    if hasattr(tokenizer, "token_count"):  # nandlib.toy.tokenizer.WordTokenizer
+        return tokenizer.token_count(text)
+    if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and tokenizer.reduction_fn is None:
+        return len(tokenizer.encode(text)) + 2
+    return None
+
+
+def tokenize(tokenizer: object, prompts: Sequence[str]) -> torch.Tensor:
+    """``tokenizer(prompts)``, warning for each prompt cut to the text context (77 tokens for CLIP's BPE).
+
+    Only rows that fill the context can have been cut, so the others cost nothing more. Hugging Face
+    tokenizers of some open_clip models are not checked.
+
+    Returns:
+        Token ids ``[N, context_length]``, exactly as ``tokenizer`` gives them.
+
+    Warns:
+        PromptTruncatedWarning: Naming the prompt and how many of its tokens were dropped.
+    """
+    tokens = tokenizer(list(prompts))
+    context = tokens.shape[1]
+    for row in torch.nonzero(tokens[:, -1]).flatten().tolist():
+        length = _token_count(tokenizer, prompts[row])
+        if length is not None and length > context:
+            warnings.warn(
+                f"prompt {prompts[row]!r} has {length} tokens but the text context holds {context}: its last "
+                f"{length - context} tokens are dropped and have no effect",
+                PromptTruncatedWarning,
+                stacklevel=3,
+            )
+    return tokens
 
 
 def _quiet_open_clip(record: logging.LogRecord) -> bool:
