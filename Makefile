@@ -4,8 +4,10 @@ PY      := $(VENV)/bin/python
 PROFILE ?= toy
 DATA    ?=
 WORKERS ?= 2
+# A checkout keeps what nandlib generates (datasets, toy weights, feature cache) beside it.
+export NAND_HOME ?= $(CURDIR)/.nand
 
-.PHONY: install test test-all lint book clean
+.PHONY: install test lint book clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,10 +22,9 @@ install: $(VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check nandlib tests benchmarks notebooks book
 
+# Every test that needs neither a GPU nor the internet, slow ones included (golden frames, the installed
+# wheel, the end-to-end toy world); a bare `pytest` skips the slow ones for a quick loop.
 test: install lint
-	$(PY) -m pytest -q
-
-test-all: install
 	$(PY) -m pytest -q -m "not gpu and not network"
 
 clean:

@@ -17,7 +17,7 @@ Layout: ``<root>/<namespace>/<fingerprint>/<digest>.safetensors``, one file per 
 Files are written to a temporary name and renamed (``os.replace``), so concurrent workers never see a
 partial entry; the last writer wins and both wrote the same features. A hit refreshes the file's
 modification time, which :meth:`FeatureCache.prune` reads as "last used". The default root is
-``$NAND_CACHE_DIR`` or ``<repo>/cache/``. Book: ``reproducing.md``, "Feature cache".
+``$NAND_CACHE_DIR`` or ``cache/`` in the user data folder. Book: ``reproducing.md``, "Feature cache".
 
 Reliability: the cache is only an optimisation. Each entry holds a SHA-256 of its tensors (safetensors
 metadata), checked on every read; an entry that fails it (or has none) is a miss and is rewritten. A failed
@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,8 +46,10 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from nandlib.outputs import TEMPORARY_PATTERN, atomic_write
+from nandlib.paths import data_home
+
 CACHE_ENV = "NAND_CACHE_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_FILE = "settings.json"
 SUFFIX = ".safetensors"
 DISABLED = ("", "off")
@@ -57,7 +58,7 @@ CHECKSUM_KEY = "nandlib.sha256"
 STALE_SECONDS = 3600.0
 _ENTRY_NAME = re.compile(rf"[0-9a-f]{{32}}{re.escape(SUFFIX)}")
 # Ours: ".<name>.<8 random>.tmp"; safetensors' own (it writes through a temporary too): ".tmp<6 random>".
-_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.tmp[A-Za-z0-9]{6}")
+_TEMPORARY_NAME = re.compile(rf"{TEMPORARY_PATTERN}|\.tmp[A-Za-z0-9]{{6}}")
 _log = logging.getLogger(__name__)
 
 
@@ -66,13 +67,10 @@ class CacheWriteWarning(UserWarning):
 
 
 def default_root() -> Path:
-    """``$NAND_CACHE_DIR`` if set; else ``<repo>/cache`` in a checkout (ignored by git), or
-    ``~/.cache/nandlib`` for an installed package."""
+    """``$NAND_CACHE_DIR`` if set, else ``cache/`` in the user data folder (``nandlib.paths``)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    if (REPO_ROOT / "pyproject.toml").is_file():
-        return REPO_ROOT / "cache"
-    return Path.home() / ".cache" / "nandlib"
+    return data_home() / "cache"
 
 
 def image_digest(image: Image.Image) -> str:
@@ -129,25 +127,6 @@ class CacheGroup:
     entries: int
     bytes: int
     last_used: float
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over ``path``.
-
-    The temporary is created with mode ``0o666`` less the umask, and keeps it even when ``write`` replaces
-    the file (safetensors writes through its own ``0o600`` temporary).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    mode = os.fstat(descriptor).st_mode & 0o777
-    os.close(descriptor)
-    try:
-        write(str(tmp))
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _entry_files(folder: Path) -> list[Path]:
@@ -285,7 +264,7 @@ class FeatureCache:
             self._write_settings(folder, settings)
             for path, row in entries:
                 metadata = {CHECKSUM_KEY: tensors_checksum(row)}
-                _atomic_write(path, lambda tmp, row=row, metadata=metadata: save_file(row, tmp, metadata))
+                atomic_write(path, lambda tmp, row=row, metadata=metadata: save_file(row, str(tmp), metadata))
         except (OSError, SafetensorError) as error:
             self.writable = False
             warnings.warn(
@@ -298,14 +277,14 @@ class FeatureCache:
         marker = self.root / ROOT_MARKER
         if not marker.is_file():
             note = "nandlib feature cache: `nand cache prune` deletes only the entries it wrote here.\n"
-            _atomic_write(marker, lambda tmp: Path(tmp).write_text(note))
+            atomic_write(marker, lambda tmp: tmp.write_text(note))
 
     @staticmethod
     def _write_settings(folder: Path, settings: Mapping[str, Any]) -> None:
         target = folder / SETTINGS_FILE
         if not target.is_file():
             text = json.dumps(dict(settings), sort_keys=True, indent=1, default=str)
-            _atomic_write(target, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(target, lambda tmp: tmp.write_text(text))
 
     def _folders(self) -> list[Path]:
         """The ``(namespace, fingerprint)`` folders this cache wrote (see :func:`_is_cache_folder`).

@@ -72,103 +72,138 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-CACHE_HELP = "Feature cache folder (default $NAND_CACHE_DIR or <repo>/cache); 'off' disables it."
+CACHE_HELP = "Feature cache folder (default $NAND_CACHE_DIR or <user data folder>/cache); 'off' disables it."
 THREADS_HELP = "Torch CPU threads (default: torch's, or OMP_NUM_THREADS)."
+PROFILE_HELP = "toy | offline | paper | path to a profile YAML."
 
 
 def _profile(profile: str, data: Path | None):
+    from nandlib.companion import resolve_weights
     from nandlib.profiles import load_profile
 
-    try:
-        return load_profile(profile, data_root=data)
-    except ValueError as error:
-        raise _fail(error) from error
+    return resolve_weights(load_profile(profile, data_root=data))
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs (dotted keys, YAML values) as a nested mapping."""
+    import yaml
+
+    nested: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+        *parents, last = key.strip().split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = yaml.safe_load(value)
+    return nested
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        merged[key] = _merge(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
 
 
 @app.command()
 def run(
-    data: Annotated[Path, typer.Option(help="Dataset root in MVTec AD's layout.")],
-    class_name: Annotated[str, typer.Option("--class", help="MVTec AD class, e.g. carpet.")],
-    out: Annotated[Path, typer.Option(help="Output folder (results/<detector>/<class>.csv etc.).")],
-    detector: Annotated[str, typer.Option(help="aprilgan | winclip | patchcore.")] = "aprilgan",
-    shots: Annotated[int, typer.Option(help="WinCLIP's k (0, 1, 5).")] = 0,
-    model: Annotated[str, typer.Option(help="CLIP of the ND module / APRIL-GAN.")] = "ViT-L-14-336",
-    image_size: Annotated[int, typer.Option(help="ND input size (APRIL-GAN: 518).")] = 518,
-    pretrained: Annotated[
-        str | None, typer.Option(help="open_clip tag for the ND CLIP, e.g. openai.")
+    class_name: Annotated[str | None, typer.Option("--class", help="MVTec AD class, e.g. carpet.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (results/<detector>/<class>.csv etc.).")
     ] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option(help="APRIL-GAN linear layers (authors' format).")
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "toy",
+    detector: Annotated[
+        str, typer.Option(help="One of the profile's detectors, e.g. winclip-1.")
+    ] = "aprilgan",
+    data: Annotated[Path | None, typer.Option(help="Dataset root (default: the profile's).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A unit config file (YAML/JSON) instead of --profile/--detector.")
     ] = None,
-    clip_checkpoint: Annotated[
-        Path | None, typer.Option(help="Local CLIP weights for the ND module.")
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Change one setting: KEY=VALUE, e.g. nd.clip.image_size=336 (repeatable)."
+        ),
     ] = None,
-    random_init: Annotated[bool, typer.Option(help="Allow random weights (no tag, no checkpoint).")] = False,
-    detector_model: Annotated[str | None, typer.Option(help="WinCLIP's CLIP model.")] = None,
-    detector_pretrained: Annotated[str | None, typer.Option(help="WinCLIP's open_clip tag.")] = None,
-    detector_weights: Annotated[str | None, typer.Option(help="PatchCore: imagenet or a path.")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (autocast, CUDA only).")] = "fp32",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of random init and few-shot references.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed (config key seed).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (config key device).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (config key precision).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Images per forward pass (config key batch_size).")
+    ] = None,
     cache_dir: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
-    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help=THREADS_HELP)] = None,
+    show_config: Annotated[bool, typer.Option(help="Print the unit's config as YAML and stop.")] = False,
 ) -> None:
-    """Run every Table 1 group of one class, before and after NAND (book: reproducing.md)."""
-    from nandlib.run import UnitConfig, run_unit
+    """Run every Table 1 group of one class, before and after NAND (book: reproducing.md).
+
+    The unit's config comes from --config, or from the profile's unit for --class and --detector; the
+    other options change single keys of it (book: reproducing.md, "Profiles and unit configs").
+    """
+    import yaml
+
+    from nandlib.config import ConfigError, load_unit_config, parse_unit_config
 
     _set_threads(threads)
-    if not random_init and pretrained is None and clip_checkpoint is None:
-        raise _fail(ValueError("--pretrained or --clip-checkpoint needed for the ND CLIP (or --random-init)"))
-    config = UnitConfig(
-        class_name=class_name,
-        detector=detector,
-        shots=shots,
-        data_root=str(data),
-        output_dir=str(out),
-        seed=seed,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        cache_dir=cache_dir,
-        nd_model=model,
-        nd_image_size=image_size,
-        nd_pretrained=pretrained,
-        nd_clip_checkpoint=str(clip_checkpoint) if clip_checkpoint else None,
-        adapters=str(checkpoint) if checkpoint else None,
-        detector_model=detector_model,
-        detector_pretrained=detector_pretrained,
-        detector_weights=detector_weights,
-        profile_description="random weights: not the paper's numbers" if random_init else "",
-    )
+    flags = {"seed": seed, "device": device, "precision": precision, "batch_size": batch_size}
+    changes = {key: value for key, value in flags.items() if value is not None}
+    if cache_dir is not None:
+        changes["cache_dir"] = cache_dir
     try:
-        frame = run_unit(config)
-    except (ValueError, FileNotFoundError) as error:
+        if config is not None:
+            base = load_unit_config(config).model_dump()
+            given = {
+                "class_name": class_name,
+                "output_dir": out and str(out),
+                "data_root": data and str(data),
+            }
+            changes |= {key: value for key, value in given.items() if value is not None}
+        else:
+            if class_name is None or out is None:
+                raise ValueError("--class and --out are needed (or a --config file)")
+            from nandlib.companion import prepare_data
+
+            chosen = _profile(profile, data)
+            base = chosen.unit(class_name, detector, prepare_data(chosen, data), out).model_dump()
+        unit = parse_unit_config(
+            _merge(_merge(base, changes), _overrides(set_values or [])), source="nand run"
+        )
+        if show_config:
+            typer.echo(yaml.safe_dump(unit.model_dump(mode="json"), sort_keys=False), nl=False)
+            return
+        from nandlib.run import run_unit
+
+        frame = run_unit(unit)
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError) as error:
         raise _fail(error) from error
     typer.echo(frame.round(3).to_string(index=False))
 
 
 @app.command()
 def sweep(
-    profile: Annotated[str, typer.Option(help="toy | offline | paper | path to a profile YAML.")] = "toy",
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "toy",
     data: Annotated[Path | None, typer.Option(help="Dataset root (overrides the profile's).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("book/generated"),
     classes: Annotated[str | None, typer.Option(help="Comma-separated subset of classes.")] = None,
     detectors: Annotated[
         str | None, typer.Option(help="Comma-separated subset, e.g. aprilgan,winclip-1.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Parallel papermill processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel papermill processes.")] = 2,
     cache_dir: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch CPU threads per worker.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads per worker.")] = None,
 ) -> None:
     """Run the per-class notebook for every class × detector; finished units are skipped."""
-    from nandlib.companion import prepare_data, resolve_weights
+    from nandlib.companion import prepare_data
+    from nandlib.config import ConfigError
     from nandlib.sweep import run_sweep
 
     _set_threads(threads)
-    chosen = resolve_weights(_profile(profile, data))
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     try:
+        chosen = _profile(profile, data)
         status = run_sweep(
             chosen,
             prepare_data(chosen, data),
@@ -178,7 +213,7 @@ def sweep(
             workers=workers,
             cache_dir=cache_dir,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
         raise _fail(error) from error
     typer.echo(status.to_string(index=False))
     if status["status"].str.startswith("failed").any():
@@ -204,25 +239,27 @@ def tables(
 
 @app.command()
 def book(
-    profile: Annotated[str, typer.Option(help="toy | offline | paper | path to a profile YAML.")] = "toy",
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "toy",
     data: Annotated[
         Path | None, typer.Option(help="Dataset root (the paper profile needs MVTec AD).")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Parallel papermill processes.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel papermill processes.")] = 2,
+    book_dir: Annotated[Path, typer.Option(help="The book's sources (a checkout's book/).")] = Path("book"),
 ) -> None:
     """Sweep, aggregate and build the Jupyter Book into _build/html (what `make book` runs)."""
     from nandlib.companion import build
+    from nandlib.profiles import load_profile
 
     try:
-        build(_profile(profile, data), data, workers=workers)
-    except (RuntimeError, FileNotFoundError, ValueError) as error:
+        build(load_profile(profile, data_root=data), book_dir, data, workers=workers)
+    except (RuntimeError, FileNotFoundError, ValueError, PermissionError) as error:
         raise _fail(error) from error
-    typer.echo("book built: _build/html/index.html")
+    typer.echo(f"book built: {book_dir.parent / '_build' / 'html' / 'index.html'}")
 
 
 cache_app = typer.Typer(help="The on-disk feature cache (book: reproducing.md, 'Feature cache').")
 app.add_typer(cache_app, name="cache")
-ROOT_HELP = "Cache folder (default $NAND_CACHE_DIR or <repo>/cache)."
+ROOT_HELP = "Cache folder (default $NAND_CACHE_DIR or <user data folder>/cache)."
 
 
 @cache_app.command("info")
@@ -283,7 +320,9 @@ app.add_typer(toy_app, name="toy")
 
 @toy_app.command("train")
 def toy_train(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default data/toy/seed<SEED>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default <user data folder>/toy/seed<SEED>).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of images, initialisation and batches.")] = 0,
     steps: Annotated[int | None, typer.Option(help="CLIP optimiser steps (default: ToyBudget's).")] = None,
     adapter_epochs: Annotated[
@@ -309,7 +348,8 @@ def toy_train(
 
     import torch
 
-    from nandlib.toy.train import CACHE_DIR, ToyBudget, train_toy
+    from nandlib.paths import toy_dir
+    from nandlib.toy.train import ToyBudget, train_toy
 
     if threads:
         torch.set_num_threads(threads)
@@ -332,7 +372,7 @@ def toy_train(
                 init=adapter_init or budget.adapters.init,
             ),
         )
-        weights = train_toy(out or CACHE_DIR / f"seed{seed}", seed, budget, log=typer.echo)
+        weights = train_toy(out or toy_dir() / f"seed{seed}", seed, budget, log=typer.echo)
     except (ValueError, OSError) as error:
         raise _fail(error) from error
     typer.echo(f"clip: {weights.clip}\nadapters: {weights.adapters}")

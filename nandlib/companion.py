@@ -1,18 +1,20 @@
 """``make book`` end to end: data, sweep, aggregation notebooks, Jupyter Book build.
 
-1. the profile's dataset (generated once under ``data/`` for synthetic profiles, or the user's MVTec AD);
-2. the sweep (:func:`nandlib.sweep.run_sweep`) into ``book/generated/``;
-3. the aggregation notebooks (``notebooks/tables.ipynb``, ``notebooks/figure5.ipynb``) executed by
-   papermill into ``book/generated/``;
-4. ``jupyter-book build book/`` with warnings as errors, then a check that ``_build/html/index.html``
+1. the profile's dataset (generated once under the user data folder, :func:`nandlib.paths.datasets_dir`,
+   for synthetic profiles, or the user's MVTec AD);
+2. the sweep (:func:`nandlib.sweep.run_sweep`) into ``<book>/generated/``;
+3. the aggregation notebooks (``tables``, ``figure5``, shipped in ``nandlib.notebooks``) executed by
+   papermill into ``<book>/generated/``;
+4. ``jupyter-book build <book>`` with warnings as errors, then a check that ``_build/html/index.html``
    exists (Jupyter Book 2.x exits 0 on a 1.x layout having built nothing).
+
+``<book>`` is the book's source folder (``book/`` of a checkout: ``nand book --book-dir``).
 
 Book: ``reproducing.md``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -24,17 +26,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from nandlib.config import Profile
 from nandlib.data import generate_dataset, is_complete
-from nandlib.profiles import Profile
-from nandlib.sweep import NOTEBOOK_DIR, execute_unit, run_sweep
+from nandlib.outputs import OutputLayout, atomic_write
+from nandlib.paths import datasets_dir, writable_folder
 
 BOOK_PROFILE_ENV = "NAND_BOOK_PROFILE"
 """Set by :func:`build_html` to the profile the book's tables ran with (read by
 :func:`nandlib.playground.book_profile`)."""
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BOOK_DIR = REPO_ROOT / "book"
-GENERATED = BOOK_DIR / "generated"
 AGGREGATES = ("tables", "figure5")
 
 
@@ -44,28 +44,25 @@ def prepare_data(profile: Profile, data_root: Path | None = None) -> Path:
     Raises:
         FileNotFoundError: A given root that does not exist.
     """
-    if data_root is not None or "root" in profile.data:
-        root = Path(data_root or profile.data["root"])
+    if data_root is not None or profile.data.root:
+        root = Path(data_root or profile.data.root)
         if not root.is_dir():
             raise FileNotFoundError(f"data: no dataset folder at {root}")
         return root
-    spec = profile.data["synthetic"]
-    root = REPO_ROOT / "data" / f"synth-{profile.name}-seed{spec['seed']}-{spec['scale']}-{spec['size']}"
+    spec = profile.data.synthetic
+    root = datasets_dir() / f"synth-{profile.name}-seed{spec.seed}-{spec.scale}-{spec.size}"
     if not is_complete(root):
+        writable_folder(datasets_dir(), "datasets folder (user data folder)")
         shutil.rmtree(root, ignore_errors=True)
-        generate_dataset(root, profile.classes, seed=spec["seed"], scale=spec["scale"], size=spec["size"])
+        generate_dataset(root, profile.classes, seed=spec.seed, scale=spec.scale, size=spec.size)
     return root
 
 
 def resolve_weights(profile: Profile) -> Profile:
-    """Fill in the weights a profile trains here (``trained_here: toy``: trained once, then cached)."""
-    if profile.trained_here is None:
-        return profile
-    if profile.trained_here != "toy":
-        raise ValueError(f"trained_here: unknown value {profile.trained_here!r} (only 'toy')")
-    from nandlib.toy.train import with_toy_weights
+    """Fill in the weights a profile names by reference (``toy:clip``: the toy world, trained once)."""
+    from nandlib.toy.train import resolve_toy_weights
 
-    return with_toy_weights(profile, log=print)
+    return resolve_toy_weights(profile, log=print)
 
 
 def output_owner(profile: Profile, root: Path) -> str:
@@ -83,7 +80,8 @@ def output_owner(profile: Profile, root: Path) -> str:
             return hashlib.sha256(Path(value).read_bytes()).hexdigest()
         return value
 
-    settings = json.dumps(content({"nd": profile.nd, "detectors": profile.detectors}), sort_keys=True)
+    models = profile.model_dump(include={"nd", "detectors"})
+    settings = json.dumps(content(models), sort_keys=True)
     return f"{profile.name} {root.resolve()} weights {hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
@@ -93,34 +91,33 @@ def claim_output(out: Path, owner: str) -> None:
     Raises:
         RuntimeError: ``out`` holds results of another profile, dataset or weights (nothing is deleted).
     """
-    marker = out / "OWNER.txt"
+    marker = OutputLayout(out).owner
     if marker.is_file() and marker.read_text().strip() != owner:
         raise RuntimeError(
             f"{out} holds results of '{marker.read_text().strip()}', not '{owner}': "
             f"move it away or run `make clean` (deletes it) first"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(owner + "\n")
+    writable_folder(out, "output folder")
+    atomic_write(marker, lambda p: p.write_text(owner + "\n"))
 
 
 def aggregate(out: Path) -> None:
     """Execute the aggregation notebooks into ``out`` (Tables 2–3, Fig. 5)."""
+    from nandlib.sweep import execute_notebook, notebook
+
     for name in AGGREGATES:
-        execute_unit(
-            str(NOTEBOOK_DIR / f"{name}.ipynb"),
-            str(out / f"{name}.ipynb"),
-            {"output_dir": str(out.resolve())},
-        )
+        target = OutputLayout(out).aggregate(name)
+        execute_notebook(str(notebook(name)), str(target), {"output_dir": str(out.resolve())})
 
 
 def write_profile(profile: Profile, root: Path, path: Path) -> Path:
     """Save the profile a book runs (weights filled in, its dataset root fixed) as YAML for its pages."""
-    ran = {**dataclasses.asdict(profile), "data": {"root": str(root.resolve())}}
-    path.write_text(yaml.safe_dump(ran, sort_keys=False))
-    return path
+    ran = {**profile.model_dump(mode="json"), "data": {"root": str(root.resolve())}}
+    text = yaml.safe_dump(ran, sort_keys=False)
+    return atomic_write(path, lambda p: p.write_text(text))
 
 
-def build_html(profile: str | Path, book_dir: Path = BOOK_DIR) -> Path:
+def build_html(profile: str | Path, book_dir: Path) -> Path:
     """``jupyter-book build`` with warnings as errors; returns the index page.
 
     ``profile`` (a name or a YAML file, e.g. from :func:`write_profile`) reaches the executed pages as
@@ -150,27 +147,33 @@ def build_html(profile: str | Path, book_dir: Path = BOOK_DIR) -> Path:
 
 
 def build(
-    profile: Profile, data_root: Path | None = None, workers: int = 2, html: bool = True
+    profile: Profile, book_dir: Path, data_root: Path | None = None, workers: int = 2, html: bool = True
 ) -> pd.DataFrame:
-    """Run the whole companion for ``profile`` and build the book.
+    """Run the whole companion for ``profile`` and build the book whose sources are ``book_dir``.
 
     Returns:
         The sweep's status frame.
 
     Raises:
+        FileNotFoundError: ``book_dir`` has no ``_toc.yml``.
         RuntimeError: A unit failed (the others are kept; rerun to resume), or the book build failed.
     """
+    from nandlib.sweep import run_sweep
+
+    if not (book_dir / "_toc.yml").is_file():
+        raise FileNotFoundError(f"book: no Jupyter Book sources (_toc.yml) in {book_dir}; pass --book-dir")
+    generated = book_dir / "generated"
     root = prepare_data(profile, data_root)
     profile = resolve_weights(profile)
-    claim_output(GENERATED, output_owner(profile, root))
-    ran = write_profile(profile, root, GENERATED / "profile.yaml")
-    status = run_sweep(profile, root, GENERATED, workers=workers)
+    claim_output(generated, output_owner(profile, root))
+    ran = write_profile(profile, root, OutputLayout(generated).profile)
+    status = run_sweep(profile, root, generated, workers=workers)
     failed = status[status["status"].str.startswith("failed")]
     if not failed.empty:
         raise RuntimeError(
             "sweep units failed (finished ones are kept; rerun to resume):\n" + failed.to_string(index=False)
         )
-    aggregate(GENERATED)
+    aggregate(generated)
     if html:
-        build_html(ran)
+        build_html(ran, book_dir)
     return status

@@ -10,7 +10,7 @@ Book: ``method.md``, "Normality detection" and "Normality addition".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,10 +19,9 @@ from PIL import Image
 
 from nandlib.detectors.aprilgan import AprilGAN, AprilGANFeatures, zero_shot_maps
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
-from nandlib.geometry import EVAL_SIZE, FULL_IMAGE, crop_to_region, regions_for, to_eval_grid
+from nandlib.geometry import EVAL_SIZE, FULL_IMAGE, crop_to_region, regions_for
 from nandlib.prompts import PromptGenerator, TablePromptGenerator, normality_prompts, templates
 
-BEFORE_SCORES = ("map_max", "native")
 SUPPRESSION_CHUNK = 8  # images per suppression pass: bounds the memory of the 518² intermediates
 
 
@@ -115,14 +114,6 @@ class NormalityDetector:
         """Class whose normal text feature ``f_nor`` is the reference state."""
         return self.aprilgan.class_name
 
-    def shares_encoder(self, detector: Detector) -> bool:
-        """Whether ``detector`` is an APRIL-GAN with this module's backbone and adapters (encode once)."""
-        return (
-            isinstance(detector, AprilGAN)
-            and detector.backbone is self.aprilgan.backbone
-            and detector.adapters is self.aprilgan.adapters
-        )
-
     def features_from(self, features: AprilGANFeatures) -> NDFeatures:
         """ND features from an APRIL-GAN forward pass already made (no second encoding)."""
         return NDFeatures(
@@ -137,25 +128,23 @@ class NormalityDetector:
         """Encode images once (the expensive step); reuse the result for every normality."""
         return self.features_from(self.aprilgan.features(images))
 
-    def phrases(self, normality: str | Sequence[str]) -> tuple[str, tuple[str, ...]]:
-        """Resolve a normality to ``(label, phrases)``.
-
-        A string without spaces is a group name of the class (phrases from :attr:`generator`), a string
-        with spaces is one phrase, and a list of strings is the phrases of one normality.
+    def phrases(
+        self, *, group: str | None = None, phrases: str | Sequence[str] | None = None
+    ) -> tuple[str, tuple[str, ...]]:
+        """Resolve a normality to ``(label, phrases)``: a Table 1 group of the class (phrases from
+        :attr:`generator`) or your own phrase(s).
 
         Raises:
-            ValueError: Empty normality, or a group unknown for the class (message names both).
+            ValueError: Neither or both given, empty phrases, or a group unknown for the class.
         """
-        if isinstance(normality, str):
-            if not normality.strip():
-                raise ValueError("normality: must be a group name, a phrase or a list of phrases")
-            if " " not in normality.strip():
-                return normality, tuple(self.generator.phrases(self.class_name, normality))
-            return normality, (normality,)
-        phrases = tuple(normality)
-        if not phrases:
-            raise ValueError("normality: the list of phrases is empty")
-        return "; ".join(phrases), phrases
+        if (group is None) == (phrases is None):
+            raise ValueError("normality: give either group= or phrases=")
+        if group is not None:
+            return group, tuple(self.generator.phrases(self.class_name, group))
+        chosen = (phrases,) if isinstance(phrases, str) else tuple(phrases)
+        if not chosen or not all(p.strip() for p in chosen):
+            raise ValueError("phrases: need one or more non-empty phrases")
+        return "; ".join(chosen), chosen
 
     def normality_feature(self, phrases: Sequence[str]) -> torch.Tensor:
         """``f_add`` (Eq. 3) over every phrase in each of APRIL-GAN's 35 templates; cached per phrase list.
@@ -183,10 +172,10 @@ class NormalityDetector:
             self._f_add[key] = F.normalize(mean, dim=0)
         return self._f_add[key]
 
-    def normality(self, normality: str | Sequence[str]) -> Normality:
-        """Resolve and encode one normality (see :meth:`phrases`)."""
-        label, phrases = self.phrases(normality)
-        return Normality(label=label, phrases=phrases, f_add=self.normality_feature(phrases))
+    def normality(self, *, group: str | None = None, phrases: str | Sequence[str] | None = None) -> Normality:
+        """Resolve and encode one normality: ``group=`` a Table 1 group or ``phrases=`` (:meth:`phrases`)."""
+        label, resolved = self.phrases(group=group, phrases=phrases)
+        return Normality(label=label, phrases=resolved, f_add=self.normality_feature(resolved))
 
     @torch.no_grad()
     def suppression_map(
@@ -235,20 +224,6 @@ def final_map(base: torch.Tensor, suppressions: Sequence[torch.Tensor]) -> torch
     return result
 
 
-def predict_with_features(
-    detector: Detector, nd: NormalityDetector, images: Sequence[Image.Image]
-) -> tuple[Prediction, NDFeatures]:
-    """The detector's own prediction and the ND features, encoding each image once when they share CLIP.
-
-    Returns:
-        ``(prediction in the detector's native geometry, NDFeatures)``.
-    """
-    if nd.shares_encoder(detector):
-        features = detector.features(images)
-        return detector.predict_from_features(features), nd.features_from(features)
-    return detector.predict(images), nd.features(images)
-
-
 class NANDDetector(Detector):
     """A detector with normalities added (Eq. 5); build it with :func:`add_normality`.
 
@@ -276,121 +251,41 @@ class NANDDetector(Detector):
 
     def predict(self, images: Sequence[Image.Image]) -> Prediction:
         """Final maps ``[B, 256, 256]`` (Eq. 6) and image scores ``max A_final`` ``[B]``."""
-        base, features = predict_with_features(self.detector, self.nd, images)
-        base_maps = to_eval_grid(base.maps, self.nd.eval_size)
-        suppressions = [
-            self.nd.suppression_map(features, n.f_add, self.detector.geometry) for n in self.normalities
-        ]
-        maps = final_map(base_maps, suppressions)
-        return Prediction(maps=maps, scores=maps.amax(dim=(1, 2)))
+        from nandlib.evaluation import EncodedImages
+
+        return EncodedImages(self.detector, self.nd, images).predict(self.normalities)
 
 
 def add_normality(
-    detector: Detector, normality: str | Sequence[str], nd: NormalityDetector | None = None
+    detector: Detector,
+    *,
+    group: str | None = None,
+    phrases: str | Sequence[str] | None = None,
+    nd: NormalityDetector | None = None,
 ) -> NANDDetector:
-    """Eq. 5: ``NAND(detector, normality)``, a detector that treats ``normality`` as normal.
+    """Eq. 5: ``NAND(detector, normality)``, a detector that treats a normality as normal.
 
     Args:
         detector: Any map-producing detector, or a :class:`NANDDetector` (normalities then compose:
             ``A ⊙ Π_k (1 − A_sup_k)``).
-        normality: A group name of the class (``"thread"``), one phrase (``"carpet with a loose
-            thread"``) or a list of phrases.
-        nd: ND module; default: the NANDDetector's own, or for an APRIL-GAN a
-            ``NormalityDetector(detector)`` sharing its forward pass. Required for other detectors.
+        group: A Table 1 group of the class (``"thread"``): its shipped phrases.
+        phrases: Or your own phrase(s) (``"carpet with a loose thread"``).
+        nd: ND module; default: the NANDDetector's own, or one on the detector's
+            :meth:`~nandlib.detectors.base.Detector.normality_source` (APRIL-GAN: sharing its forward pass).
+            Required for other detectors.
 
     Raises:
-        ValueError: No ND module for a non-APRIL-GAN detector, a class mismatch between the detector
-            and the ND module, or a bad normality (see :meth:`NormalityDetector.phrases`).
+        ValueError: No ND module for a detector that cannot provide one, a class mismatch between the
+            detector and the ND module, or a bad normality (see :meth:`NormalityDetector.phrases`).
     """
     if isinstance(detector, NANDDetector) and (nd is None or nd is detector.nd):
-        added = detector.nd.normality(normality)
+        added = detector.nd.normality(group=group, phrases=phrases)
         return NANDDetector(detector.detector, detector.nd, [*detector.normalities, added])
     if nd is None:
-        if not isinstance(detector, AprilGAN):
+        source = detector.normality_source()
+        if source is None:
             raise ValueError(f"nd: a NormalityDetector is required to wrap {detector.name!r}")
-        nd = NormalityDetector(detector)
-    class_name = getattr(detector, "class_name", nd.class_name)
-    if class_name != nd.class_name:
-        raise ValueError(f"nd: built for class {nd.class_name!r}, detector is for {class_name!r}")
-    return NANDDetector(detector, nd, [nd.normality(normality)])
-
-
-def add_normalities(
-    detector: Detector, normalities: Sequence[str | Sequence[str]], nd: NormalityDetector | None = None
-) -> NANDDetector:
-    """Add several normalities at once: ``A ⊙ Π_k (1 − A_sup_k)``, same as chaining :func:`add_normality`."""
-    if not normalities:
-        raise ValueError("normalities: need at least one normality")
-    for normality in normalities:
-        detector = add_normality(detector, normality, nd)
-        nd = detector.nd
-    return detector
-
-
-def base_scores(base: Prediction, score: str = "map_max", eval_size: int = EVAL_SIZE) -> torch.Tensor:
-    """Image scores "before" NAND: ``max`` of the map on the evaluation grid, or the native score.
-
-    ``"map_max"`` is consistent with NAND's ``max A_final`` (both on the same 256 × 256 grid);
-    ``"native"`` is the detector's own score (for APRIL-GAN, the CLS-text probability).
-
-    Raises:
-        ValueError: Unknown ``score``.
-    """
-    if score not in BEFORE_SCORES:
-        raise ValueError(f"score: expected one of {BEFORE_SCORES}, got {score!r}")
-    return to_eval_grid(base.maps, eval_size).amax(dim=(1, 2)) if score == "map_max" else base.scores
-
-
-def suppression_maps(
-    nd: NormalityDetector,
-    features: NDFeatures,
-    geometry: MapGeometry,
-    groups: Sequence[str] | Mapping[str, str | Sequence[str]],
-) -> dict[str, torch.Tensor]:
-    """``A_sup`` of each group (Eq. 4 with ``f_add``) on the evaluation grid of a detector's maps.
-
-    Args:
-        nd: ND module of the class.
-        features: ND features of the images (:meth:`NormalityDetector.features`).
-        geometry: The detector's map geometry (region the maps cover).
-        groups: Group names, or a mapping ``key -> normality`` (a group name, a phrase or a list of
-            phrases, as for :func:`add_normality`), e.g. to override a group's phrases.
-
-    Returns:
-        Group (or key) -> ``[B, S, S]`` suppression map, in input order.
-    """
-    normalities = groups if isinstance(groups, Mapping) else {group: group for group in groups}
-    return {
-        key: nd.suppression_map(features, nd.normality(normality).f_add, geometry)
-        for key, normality in normalities.items()
-    }
-
-
-def sweep_groups(
-    nd: NormalityDetector,
-    features: NDFeatures,
-    base_maps: torch.Tensor,
-    geometry: MapGeometry,
-    groups: Sequence[str] | Mapping[str, str | Sequence[str]],
-) -> dict[str, Prediction]:
-    """"After" maps and scores for each group of a class, from precomputed maps and ND features.
-
-    The images are encoded once (``features``) and each group's text once (cached in ``nd``), so a
-    class's whole Table 1 row costs one forward pass per image. Process large test sets in chunks and
-    join the scores.
-
-    Args:
-        nd: ND module of the class.
-        features: ND features of the images (:meth:`NormalityDetector.features`).
-        base_maps: ``[B, S, S]`` the detector's maps on the evaluation grid (:func:`to_eval_grid`).
-        geometry: The detector's map geometry (region the maps cover).
-        groups: As for :func:`suppression_maps`.
-
-    Returns:
-        Group (or key) -> Prediction with ``A ⊙ (1 − A_sup)`` and its per-image max, in input order.
-    """
-    results = {}
-    for key, suppression in suppression_maps(nd, features, geometry, groups).items():
-        maps = final_map(base_maps, [suppression])
-        results[key] = Prediction(maps=maps, scores=maps.amax(dim=(1, 2)))
-    return results
+        nd = NormalityDetector(source)
+    if detector.class_name not in (None, nd.class_name):
+        raise ValueError(f"nd: built for class {nd.class_name!r}, detector is for {detector.class_name!r}")
+    return NANDDetector(detector, nd, [nd.normality(group=group, phrases=phrases)])

@@ -1,10 +1,9 @@
 """The prompt-edit loop: type a description of a defect, see its suppression map and the AUROC change.
 
-:class:`Playground` encodes a class's test images once (detector maps and ND features); every new
-phrase list then costs one text encoding and the cheap suppression maps, so the loop stays
-interactive. Give the detectors a :class:`nandlib.cache.FeatureCache` (``AprilGAN(..., cache=...)``) and
-rebuilding the playground, e.g. in a fresh kernel, reads the image features from disk.
-Book: ``try_your_normality.ipynb``.
+:class:`Playground` encodes a class's test images once (:class:`nandlib.evaluation.ClassEvaluation`);
+every new phrase list then costs one text encoding and the cheap suppression maps, so the loop stays
+interactive. Give the ND module's APRIL-GAN a :class:`nandlib.cache.FeatureCache` and rebuilding the
+playground, e.g. in a fresh kernel, reads the image features from disk. Book: ``try_your_normality.ipynb``.
 """
 
 from __future__ import annotations
@@ -20,14 +19,15 @@ import torch
 
 from nandlib.cache import FeatureCache
 from nandlib.companion import BOOK_PROFILE_ENV, resolve_weights
-from nandlib.data import anomaly_groups, generate_dataset, read_class
+from nandlib.config import parse_unit_config
+from nandlib.data import generate_dataset, read_class
 from nandlib.data.mvtec import MVTecClass
-from nandlib.detectors.aprilgan import AprilGAN
 from nandlib.detectors.base import Detector
-from nandlib.geometry import crop_image, to_eval_grid
-from nandlib.nand import NDFeatures, NormalityDetector, final_map, predict_with_features
+from nandlib.evaluation import ClassEvaluation
+from nandlib.geometry import crop_image
+from nandlib.nand import Normality, NormalityDetector
 from nandlib.profiles import load_profile
-from nandlib.protocol import image_auroc, relabel
+from nandlib.run import build_nd
 
 
 class Playground:
@@ -35,26 +35,24 @@ class Playground:
 
     Args:
         data: The class (its test split is used).
-        aprilgan: APRIL-GAN providing the ND module (and, by default, the detector).
-        detector: The detector to wrap; default ``aprilgan`` (encoded once for both). Fit it first.
+        nd: The ND module (its APRIL-GAN is, by default, also the detector).
+        detector: The detector to wrap; default ``nd.aprilgan`` (encoded once for both). Fit it first.
         batch_size: Images per forward pass while encoding.
     """
 
     def __init__(
-        self, data: MVTecClass, aprilgan: AprilGAN, detector: Detector | None = None, batch_size: int = 8
+        self, data: MVTecClass, nd: NormalityDetector, detector: Detector | None = None, batch_size: int = 8
     ) -> None:
         self.data = data
-        self.nd = NormalityDetector(aprilgan)
-        self.detector = detector or aprilgan
-        self.anomaly_types = [s.anomaly_type for s in data.test]
-        base_maps, parts = [], []
-        for start in range(0, len(data.test), batch_size):
-            images = [s.image() for s in data.test[start : start + batch_size]]
-            base, features = predict_with_features(self.detector, self.nd, images)
-            base_maps.append(to_eval_grid(base.maps, self.nd.eval_size))
-            parts.append(features)
-        self.base_maps = torch.cat(base_maps)
-        self.features = NDFeatures.concat(parts)
+        self.nd = nd
+        self.detector = detector or nd.aprilgan
+        self.evaluation = ClassEvaluation(self.detector, nd, data, batch_size=batch_size)
+        self.anomaly_types = self.evaluation.anomaly_types
+
+    @property
+    def base_maps(self) -> torch.Tensor:
+        """``[N, 256, 256]`` the detector's maps before NAND."""
+        return self.evaluation.encoded.base_maps
 
     def try_normality(self, phrases: str | Sequence[str], group: str) -> pd.DataFrame:
         """AUROC before and after adding ``phrases`` as normality, with ``group``'s images relabelled normal.
@@ -66,40 +64,47 @@ class Playground:
         Returns:
             One row: ``group, phrases, auroc_before, auroc_after, delta`` (AUROC in percent).
         """
-        groups = anomaly_groups(self.data.name)
-        if group not in groups:
+        return self._try(self.nd.normality(phrases=phrases), group)
+
+    def try_group(self, group: str) -> pd.DataFrame:
+        """As :meth:`try_normality` with the phrases shipped for ``group`` (the sweep's numbers)."""
+        self._check_group(group)
+        return self._try(self.nd.normality(group=group), group)
+
+    def _check_group(self, group: str) -> None:
+        if group not in self.evaluation.groups:
             raise ValueError(
-                f"group: {group!r} is not a group of {self.data.name!r}; choose from {list(groups)}"
+                f"group: {group!r} is not a group of {self.data.name!r}; "
+                f"choose from {list(self.evaluation.groups)}"
             )
-        self.last_suppression = self.suppression(phrases)
-        after = final_map(self.base_maps, [self.last_suppression]).amax(dim=(1, 2)).numpy()
-        before = self.base_maps.amax(dim=(1, 2)).numpy()
-        labels, keep = relabel(self.anomaly_types, groups[group])
-        name = f"{self.data.name}/{group}"
-        auroc_before = 100 * image_auroc(labels[keep], before[keep], name)
-        auroc_after = 100 * image_auroc(labels[keep], after[keep], name)
-        text = phrases if isinstance(phrases, str) else " | ".join(phrases)
+
+    def _try(self, normality: Normality, group: str) -> pd.DataFrame:
+        self._check_group(group)
+        results = self.evaluation.results({group: normality}, pixels=False)
+        self.last_suppression = results.suppressions[group]
+        row = results.frame.iloc[0]
+        before, after = round(100 * row["auroc_before"], 1), round(100 * row["auroc_after"], 1)
+        text = " | ".join(normality.phrases)
         return pd.DataFrame(
             [
                 {
                     "group": group,
                     "phrases": text,
-                    "auroc_before": round(auroc_before, 1),
-                    "auroc_after": round(auroc_after, 1),
-                    "delta": round(auroc_after - auroc_before, 1),
+                    "auroc_before": before,
+                    "auroc_after": after,
+                    "delta": round(100 * row["auroc_after"] - 100 * row["auroc_before"], 1),
                 }
             ]
         )
 
     def suppression(self, phrases: str | Sequence[str]) -> torch.Tensor:
         """``A_sup`` ``[N, 256, 256]`` of every test image for ``phrases`` (Eq. 3, then Eq. 4 with f_add)."""
-        normality = self.nd.normality(phrases)
-        return self.nd.suppression_map(self.features, normality.f_add, self.detector.geometry)
+        return self.evaluation.encoded.suppression(self.nd.normality(phrases=phrases))
 
     def show(self, group: str, n_images: int = 3) -> plt.Figure:
         """Image, ``A_sup``, map before and after for the first ``n_images`` of ``group`` (after
         :meth:`try_normality`)."""
-        types = set(anomaly_groups(self.data.name)[group])
+        types = set(self.evaluation.groups[group])
         index = [i for i, t in enumerate(self.anomaly_types) if t in types][:n_images]
         fig, axes = plt.subplots(len(index), 4, figsize=(9, 2.3 * len(index)), squeeze=False)
         for row, i in enumerate(index):
@@ -139,10 +144,10 @@ def profile_playground(
 ) -> Playground:
     """A playground with a profile's ND CLIP, adapters and data: the models its sweep units ran with.
 
-    The APRIL-GAN is built from the same run parameters as the sweep's units
-    (:func:`nandlib.sweep.unit_parameters`), so the playground's AUROCs for a group's shipped phrases are the
-    tables' numbers. A ``trained_here`` profile's weights are trained on first use (the toy world: about
-    6 min on two CPU cores), then cached.
+    The ND module is built from the profile's unit config (:meth:`nandlib.config.Profile.unit`), as in the
+    sweep, so the playground's AUROCs for a group's shipped phrases are the tables' numbers. Weights the
+    profile names by reference (``toy:clip``) are trained on first use (the toy world: about 6 min on two
+    CPU cores), then kept in the user data folder.
 
     Args:
         class_name: MVTec AD class.
@@ -150,23 +155,21 @@ def profile_playground(
         data_root: A dataset in MVTec AD's layout; ``None``: the profile's own (a generated profile's
             images of ``class_name`` are generated into a temporary folder, the same as its sweep's).
         device: Torch device.
-        cache: Feature cache for the APRIL-GAN (``None``: no cache).
+        cache: Feature cache (``None``: none).
 
     Raises:
-        ValueError: Unknown profile, or one that needs a dataset root (``paper``) and got none.
+        ConfigError: Unknown profile, or one that needs a dataset root (``paper``) and got none.
     """
-    from nandlib.run import UnitConfig, build_aprilgan
-    from nandlib.sweep import Unit, unit_parameters
-
     chosen = resolve_weights(load_profile(profile or book_profile(), data_root=data_root))
-    if "root" in chosen.data:
-        data_root = chosen.data["root"]
+    if chosen.data.root:
+        root = Path(chosen.data.root)
     else:
-        spec = chosen.data["synthetic"]
-        data_root = generate_dataset(
-            Path(tempfile.mkdtemp()) / chosen.name, [class_name], spec["seed"], spec["scale"], spec["size"]
+        spec = chosen.data.synthetic
+        root = generate_dataset(
+            Path(tempfile.mkdtemp()) / chosen.name, [class_name], spec.seed, spec.scale, spec.size
         )
-    scratch = Path(tempfile.gettempdir())
-    parameters = unit_parameters(chosen, Unit(class_name, "aprilgan"), Path(data_root), scratch)
-    config = UnitConfig(**{**parameters, "device": device})
-    return Playground(read_class(data_root, class_name), build_aprilgan(config, cache=cache))
+    unit = chosen.unit(class_name, next(iter(chosen.detectors)), root, tempfile.gettempdir())
+    config = parse_unit_config({**unit.model_dump(), "device": device})
+    return Playground(
+        read_class(root, class_name), build_nd(config, cache=cache), batch_size=config.batch_size
+    )

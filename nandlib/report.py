@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown
 
+from nandlib.config import UnitConfig
 from nandlib.diagnostics import DIAGNOSTIC_COLUMNS
+from nandlib.outputs import OutputLayout
 from nandlib.protocol import RESULT_COLUMNS
-from nandlib.run import UnitConfig, unit_paths
+
+if TYPE_CHECKING:
+    from IPython.display import Markdown
 
 
 def load_results(output_dir: str | Path) -> pd.DataFrame:
@@ -27,7 +30,7 @@ def load_results(output_dir: str | Path) -> pd.DataFrame:
     Raises:
         FileNotFoundError: No finished unit there.
     """
-    files = sorted(Path(output_dir).glob("results/*/*.csv"))
+    files = OutputLayout(Path(output_dir)).result_files()
     if not files:
         raise FileNotFoundError(f"no results under {Path(output_dir) / 'results'}: run `nand sweep` first")
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)[list(RESULT_COLUMNS)]
@@ -38,14 +41,14 @@ def load_diagnostics(output_dir: str | Path) -> pd.DataFrame:
 
     Units run before diagnostics existed have none: the frame is then empty (with its columns).
     """
-    files = sorted(Path(output_dir).glob("diagnostics/*/*.csv"))
+    files = OutputLayout(Path(output_dir)).diagnostics_files()
     frames = [pd.read_csv(f) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(DIAGNOSTIC_COLUMNS))
 
 
 def load_provenance(output_dir: str | Path) -> list[dict[str, Any]]:
     """The provenance record of every finished unit."""
-    return [json.loads(f.read_text()) for f in sorted(Path(output_dir).glob("results/*/*.json"))]
+    return [json.loads(f.read_text()) for f in OutputLayout(Path(output_dir)).provenance_files()]
 
 
 def _summarise(records: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -73,9 +76,10 @@ def provenance_box(source: UnitConfig | str | Path | Sequence[dict[str, Any]]) -
         source: A unit's config (reads its provenance file), a sweep's output folder (all units), or
             provenance records.
     """
+    from IPython.display import Markdown
+
     if isinstance(source, UnitConfig):
-        path = unit_paths(source.output_dir, source.detector_label, source.class_name)["provenance"]
-        records = [json.loads(path.read_text())]
+        records = [json.loads(source.outputs.provenance(source.label, source.class_name).read_text())]
     elif isinstance(source, str | Path):
         records = load_provenance(source)
     else:
@@ -88,8 +92,7 @@ def provenance_box(source: UnitConfig | str | Path | Sequence[dict[str, Any]]) -
 
 def unit_examples(output_dir: str | Path, detector: str, class_name: str) -> dict[str, np.ndarray]:
     """The Fig. 5 examples a unit saved: ``groups, types, images, masks, before, after``."""
-    path = unit_paths(output_dir, detector, class_name)["examples"]
-    with np.load(path) as data:
+    with np.load(OutputLayout(Path(output_dir)).examples(detector, class_name)) as data:
         return {key: data[key] for key in data.files}
 
 
@@ -129,8 +132,8 @@ def plot_examples(examples: dict[str, np.ndarray], title: str = "", axes_width: 
 
 def unit_figure(config: UnitConfig) -> plt.Figure:
     """Fig. 5 panels of one unit (first test image of each group, that group added as normality)."""
-    examples = unit_examples(config.output_dir, config.detector_label, config.class_name)
-    return plot_examples(examples, title=f"{config.detector_label} on {config.class_name}")
+    examples = unit_examples(config.output_dir, config.label, config.class_name)
+    return plot_examples(examples, title=f"{config.label} on {config.class_name}")
 
 
 def delta_heatmap(results: pd.DataFrame, value: str = "auroc") -> plt.Figure:

@@ -1,10 +1,10 @@
 """Run the per-class notebook through papermill for every class × detector of a profile.
 
-Each unit (class, detector) executes ``notebooks/run_class.ipynb`` into
-``<out>/runs/<detector>/<class>.ipynb`` (kept as the record of that unit) and writes its results
-frame atomically to ``<out>/results/<detector>/<class>.csv``; that file marks the unit finished,
-so a rerun skips it and a crashed sweep resumes. Units run in a process pool (papermill changes
-the working directory process-wide, so no threads). Book: ``reproducing.md``.
+Each unit is one :class:`nandlib.config.UnitConfig`, given to the run notebook (``nandlib.notebooks``,
+shipped with the package) as its one parameter ``config``. The executed notebook is kept as the unit's
+record and its results frame marks the unit finished (:class:`nandlib.outputs.OutputLayout`), so a rerun
+skips it and a crashed sweep resumes. Units run in a process pool (papermill changes the working directory
+process-wide, so no threads). Needs the ``book`` extra (papermill). Book: ``reproducing.md``.
 """
 
 from __future__ import annotations
@@ -14,118 +14,88 @@ import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pandas as pd
-import papermill
 from tqdm import tqdm
 
-from nandlib.profiles import Profile
+from nandlib.config import ConfigError, Profile, UnitConfig
+from nandlib.outputs import OutputLayout, atomic_write
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-RUN_NOTEBOOK = NOTEBOOK_DIR / "run_class.ipynb"
 _KERNEL_START_ERRORS = ("Kernel didn't respond", "Address already in use", "Kernel died before replying")
+
+
+def notebook(name: str) -> Path:
+    """A notebook shipped with nandlib (``run_class``, ``tables``, ``figure5``)."""
+    return Path(str(files("nandlib.notebooks") / f"{name}.ipynb"))
+
+
+def _papermill():
+    try:
+        import papermill
+    except ImportError as error:
+        raise RuntimeError("running notebooks needs papermill: pip install 'nandlib[book]'") from error
+    return papermill
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of a sweep: a class run with one detector (``aprilgan``, ``winclip-K``, ``patchcore``)."""
+    """One piece of a sweep: a class run with one of the profile's detectors (by name)."""
 
     class_name: str
     detector: str
 
-    def notebook_path(self, out: Path) -> Path:
-        """Executed notebook, the record of this unit."""
-        return out / "runs" / self.detector / f"{self.class_name}.ipynb"
 
-    def results_path(self, out: Path) -> Path:
-        """Results frame; its existence marks the unit finished."""
-        return out / "results" / self.detector / f"{self.class_name}.csv"
-
-
-def unit_parameters(
-    profile: Profile, unit: Unit, data_root: Path, out: Path, cache_dir: str | None = None
-) -> dict[str, Any]:
-    """The run notebook's parameters for ``unit`` under ``profile`` (absolute paths).
-
-    ``cache_dir`` is the feature cache (``None``: the default root; ``"off"``: none), see
-    :class:`nandlib.run.UnitConfig`.
-    """
-    settings = profile.detectors[unit.detector]
-    family, _, shots = unit.detector.partition("-")
-    return {
-        "class_name": unit.class_name,
-        "detector": family,
-        "shots": int(shots or settings.get("shots", 0)),
-        "data_root": str(Path(data_root).resolve()),
-        "output_dir": str(out.resolve()),
-        "profile_name": profile.name,
-        "profile_description": profile.description,
-        "seed": profile.seed,
-        "device": profile.device,
-        "precision": profile.precision,
-        "batch_size": profile.batch_size,
-        "cache_dir": cache_dir,
-        "nd_model": profile.nd["model"],
-        "nd_image_size": profile.nd.get("image_size"),
-        "nd_pretrained": profile.nd.get("pretrained"),
-        "nd_clip_checkpoint": profile.nd.get("clip_checkpoint"),
-        "adapters": profile.nd.get("adapters"),
-        "detector_model": settings.get("model"),
-        "detector_image_size": settings.get("image_size"),
-        "detector_pretrained": settings.get("pretrained"),
-        "detector_clip_checkpoint": settings.get("clip_checkpoint"),
-        "detector_weights": settings.get("weights"),
-    }
-
-
-def _hide_injected_parameters(path: Path) -> None:
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:
-        tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-input"]
-    nbformat.write(notebook, path)
-
-
-def check_parameters(notebook: Path, parameters: dict[str, Any]) -> None:
+def check_parameters(path: Path, parameters: dict[str, Any]) -> None:
     """Refuse parameters the notebook's ``parameters`` cell does not declare (papermill only warns).
 
     Raises:
         ValueError: Naming the unknown parameters and the notebook.
     """
-    declared = papermill.inspect_notebook(str(notebook))
+    declared = _papermill().inspect_notebook(str(path))
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
-        raise ValueError(f"parameters {unknown} are not declared in {notebook}'s parameters cell")
+        raise ValueError(f"parameters {unknown} are not declared in {path}'s parameters cell")
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    import nbformat
+
+    document = nbformat.read(path, as_version=4)
+    for cell in document.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(document, path)
 
 
 def _describe(err: Exception) -> str:
-    if isinstance(err, papermill.PapermillExecutionError):
+    if type(err).__name__ == "PapermillExecutionError":
         return f"{err.ename}: {err.evalue}"[:300]
     return f"{type(err).__name__}: {err}"[:300]
 
 
-def execute_unit(notebook: str, output: str, parameters: dict[str, Any], retries: int = 2) -> str:
-    """Execute one unit's notebook with papermill, retrying when the kernel fails to start.
+def execute_notebook(source: str, output: str, parameters: dict[str, Any], retries: int = 2) -> str:
+    """Execute a notebook with papermill, retrying when the kernel fails to start.
 
     Returns:
         ``"done"``; raises the papermill error when a cell fails.
     """
+    papermill = _papermill()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
         try:
             papermill.execute_notebook(
-                notebook,
+                source,
                 output,
                 parameters=parameters,
                 kernel_name="python3",
                 start_timeout=180,
                 progress_bar=False,
-                cwd=str(Path(notebook).parent),
+                cwd=str(Path(output).parent),
             )
             break
         except (RuntimeError, TimeoutError) as err:
@@ -152,6 +122,33 @@ def _shared_cores(workers: int) -> Iterator[None]:
         del os.environ["OMP_NUM_THREADS"]
 
 
+def unit_configs(
+    profile: Profile,
+    data_root: Path,
+    out: Path,
+    *,
+    classes: Iterable[str] | None = None,
+    detectors: Iterable[str] | None = None,
+    cache_dir: str | None = None,
+) -> dict[Unit, UnitConfig]:
+    """Every unit's config (all of the profile's classes and detectors unless narrowed).
+
+    Raises:
+        ConfigError: A detector or class the profile cannot run, named.
+    """
+    chosen = list(detectors or profile.detectors)
+    unknown = [name for name in chosen if name not in profile.detectors]
+    if unknown:
+        raise ConfigError(
+            f"detectors: {unknown} are not in profile {profile.name!r}: {list(profile.detectors)}"
+        )
+    return {
+        Unit(c, d): profile.unit(c, d, data_root, out, cache_dir=cache_dir)
+        for d in chosen
+        for c in classes or profile.classes
+    }
+
+
 def run_sweep(
     profile: Profile,
     data_root: Path,
@@ -160,7 +157,7 @@ def run_sweep(
     classes: Iterable[str] | None = None,
     detectors: Iterable[str] | None = None,
     workers: int = 2,
-    notebook: Path = RUN_NOTEBOOK,
+    run_notebook: Path | None = None,
     cache_dir: str | None = None,
 ) -> pd.DataFrame:
     """Run every unfinished unit; return one status row per unit.
@@ -168,33 +165,30 @@ def run_sweep(
     Args:
         profile: The run profile.
         data_root: MVTec-layout dataset root.
-        out: Output folder (``runs/``, ``results/`` and ``sweep_status.json`` go there).
+        out: Output folder (:class:`nandlib.outputs.OutputLayout`).
         classes: Subset of the profile's classes (default: all).
-        detectors: Subset of the profile's detectors (default: all).
+        detectors: Subset of the profile's detectors by name (default: all).
         workers: Parallel papermill processes.
-        notebook: The per-class notebook to execute.
+        run_notebook: The per-class notebook to execute (default: the shipped ``run_class``).
         cache_dir: Feature cache shared by the units (``None``: default root; ``"off"``: none).
 
     Returns:
         Frame ``class, detector, status`` (``done``, ``skipped`` — finished earlier — or ``failed: ...``).
     """
-    classes = list(classes or profile.classes)
-    detectors = list(detectors or profile.detectors)
-    for name in detectors:
-        if name not in profile.detectors:
-            raise ValueError(f"detectors: {name!r} is not in profile {profile.name!r}")
-    units = [Unit(c, d) for d in detectors for c in classes]
-    status: dict[Unit, str] = {u: "skipped" for u in units if u.results_path(out).is_file()}
-    todo = [u for u in units if u not in status]
+    source = run_notebook or notebook("run_class")
+    layout = OutputLayout(out)
+    configs = unit_configs(profile, data_root, out, classes=classes, detectors=detectors, cache_dir=cache_dir)
+    status = {u: "skipped" for u in configs if layout.results(u.detector, u.class_name).is_file()}
+    todo = [u for u in configs if u not in status]
     if todo:
-        check_parameters(notebook, unit_parameters(profile, todo[0], data_root, out, cache_dir))
+        check_parameters(source, {"config": ""})
     with _shared_cores(workers), ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             pool.submit(
-                execute_unit,
-                str(notebook),
-                str(u.notebook_path(out)),
-                unit_parameters(profile, u, data_root, out, cache_dir),
+                execute_notebook,
+                str(source),
+                str(layout.run_record(u.detector, u.class_name)),
+                {"config": configs[u].to_json()},
             ): u
             for u in todo
         }
@@ -203,10 +197,12 @@ def run_sweep(
             try:
                 status[unit] = future.result()
             except Exception as err:  # noqa: BLE001 - every unit's fate is collected, none is lost
-                status[unit] = f"failed: {_describe(err)} (record: {unit.notebook_path(out)})"
+                record = layout.run_record(unit.detector, unit.class_name)
+                status[unit] = f"failed: {_describe(err)} (record: {record})"
     frame = pd.DataFrame(
-        [{**asdict(u), "status": status[u]} for u in units], columns=["class_name", "detector", "status"]
-    ).rename(columns={"class_name": "class"})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep_status.json").write_text(json.dumps(frame.to_dict(orient="records"), indent=1))
+        [{"class": u.class_name, "detector": u.detector, "status": status[u]} for u in configs],
+        columns=["class", "detector", "status"],
+    )
+    text = json.dumps(frame.to_dict(orient="records"), indent=1)
+    atomic_write(layout.status, lambda p: p.write_text(text))
     return frame

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from nandlib.cache import CACHE_ENV
+from nandlib.config import UnitConfig, parse_unit_config
 from nandlib.data import generate_dataset
+from nandlib.paths import HOME_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 MVTEC_SAMPLE = REPO.parent / "shared" / "data" / "mvtec_sample"
@@ -34,12 +36,28 @@ def mvtec_sample() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def feature_cache_outside_the_repo(tmp_path_factory: pytest.TempPathFactory):
-    """Runs under test (papermill kernels included) cache features in a temporary folder, not <repo>/cache."""
-    previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("feature-cache"))
+def user_data_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory):
+    """Runs under test (papermill kernels included) keep their user data folder and feature cache in
+    temporary folders, never in the checkout's or the user's."""
+    chosen = {HOME_ENV: "user-data", CACHE_ENV: "feature-cache"}
+    previous = {name: os.environ.get(name) for name in chosen}
+    for name, folder in chosen.items():
+        os.environ[name] = str(tmp_path_factory.mktemp(folder))
     yield
-    if previous is None:
-        os.environ.pop(CACHE_ENV, None)
-    else:
-        os.environ[CACHE_ENV] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_unit(synth_root: Path):
+    """Make an APRIL-GAN unit config on ``synth_root``'s carpet with the tiny random CLIP at 56 px."""
+
+    def make(out: Path, **changes) -> UnitConfig:
+        base = {"class_name": "carpet", "data_root": str(synth_root), "output_dir": str(out)}
+        nd = {"clip": {"model": "nand-tiny-p14", "image_size": 56}}
+        return parse_unit_config({**base, "nd": nd, "batch_size": 4, **changes})
+
+    return make

@@ -1,24 +1,26 @@
 """The companion end to end on generated data: real per-class notebook, tables, resume, book build."""
 
-import dataclasses
 import shutil
+from pathlib import Path
 
 import pytest
 
 from nandlib.companion import (
-    BOOK_DIR,
-    REPO_ROOT,
     aggregate,
     build_html,
     claim_output,
     output_owner,
+    resolve_weights,
     write_profile,
 )
+from nandlib.config import parse_profile
+from nandlib.outputs import OutputLayout
 from nandlib.profiles import load_profile
 from nandlib.report import load_results
-from nandlib.sweep import RUN_NOTEBOOK, Unit, check_parameters, run_sweep
+from nandlib.sweep import check_parameters, notebook, run_sweep, unit_configs
 from nandlib.tables import table2, table3
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 DETECTORS = ["aprilgan", "winclip-0"]
 
 
@@ -36,21 +38,15 @@ def swept(synth_root, tmp_path_factory):
 def test_results_have_one_row_per_group_and_detector(swept):
     results = load_results(swept)
     assert sorted(results["detector"].unique()) == sorted(DETECTORS)
-    assert sorted(results.loc[results["detector"] == "aprilgan", "group"]) == [
-        "color",
-        "cut",
-        "metal",
-        "thread",
-    ]
+    groups = sorted(results.loc[results["detector"] == "aprilgan", "group"])
+    assert groups == ["color", "cut", "metal", "thread"]
     assert results[["auroc_before", "auroc_after", "pauroc_before", "pauroc_after"]].notna().all().all()
 
 
 def test_tables_from_sweep(swept):
     results = load_results(swept)
-    t2 = table2(results, detector="aprilgan")
-    assert len(t2) == 1 + 4  # carpet's AVERAGE row and its four groups
-    t3 = table3(results)
-    assert len(t3) == len(DETECTORS)
+    assert len(table2(results, detector="aprilgan")) == 1 + 4  # carpet's AVERAGE row and its four groups
+    assert len(table3(results)) == len(DETECTORS)
 
 
 def test_resumed_sweep_recomputes_nothing(swept, synth_root):
@@ -60,9 +56,10 @@ def test_resumed_sweep_recomputes_nothing(swept, synth_root):
     assert {p: p.stat().st_mtime_ns for p in swept.glob("results/*/*")} == stamps
 
 
-def test_unknown_notebook_parameter_is_refused():
-    with pytest.raises(ValueError, match="colour"):
-        check_parameters(RUN_NOTEBOOK, {"class_name": "carpet", "colour": "red"})
+def test_the_run_notebook_takes_one_parameter():
+    check_parameters(notebook("run_class"), {"config": "{}"})
+    with pytest.raises(ValueError, match="class_name"):
+        check_parameters(notebook("run_class"), {"config": "{}", "class_name": "carpet"})
 
 
 def test_output_folder_of_another_profile_is_not_mixed(tmp_path):
@@ -76,23 +73,23 @@ def test_retrained_weights_change_the_output_owner(tmp_path):
     """Same profile, same paths, new weight bytes (a retrained toy world): the old units are not resumed."""
     checkpoint = tmp_path / "clip.pt"
     checkpoint.write_bytes(b"first training")
-    profile = dataclasses.replace(
-        load_profile("toy"), nd={"model": "nand-toy", "clip_checkpoint": str(checkpoint)}
-    )
+    raw = load_profile("offline").model_dump()
+    raw["nd"]["clip"]["checkpoint"] = str(checkpoint)
+    profile = parse_profile(raw)
     first = output_owner(profile, tmp_path)
     assert output_owner(profile, tmp_path) == first
     checkpoint.write_bytes(b"second training")
     assert output_owner(profile, tmp_path) != first
-    assert output_owner(profile, tmp_path).startswith(f"toy {tmp_path.resolve()} weights ")
+    assert output_owner(profile, tmp_path).startswith(f"offline {tmp_path.resolve()} weights ")
 
 
 def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     """The real book sources over this sweep's results, built by jupyter-book 1.x under -W."""
-    shutil.copy(REPO_ROOT / "_config.yml", tmp_path / "_config.yml")
-    book = shutil.copytree(BOOK_DIR, tmp_path / "book", ignore=shutil.ignore_patterns("generated"))
+    shutil.copy(CHECKOUT / "_config.yml", tmp_path / "_config.yml")
+    book = shutil.copytree(CHECKOUT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("generated"))
     shutil.copytree(swept, book / "generated")
     aggregate(book / "generated")
-    results = sorted(swept.glob("results/*/*"))  # where the run notebooks' injected output_dir points
+    results = sorted(swept.glob("results/*/*"))  # where the run notebooks' configs point
     stamps = [p.stat().st_mtime_ns for p in results]
     index = build_html("offline", book)
     assert [p.stat().st_mtime_ns for p in results] == stamps, "the book re-executed a unit's notebook"
@@ -100,51 +97,36 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()
     assert "Provenance" in tables and "SYNTHETIC DATA" in tables
     assert "Warning" not in tables  # no stray stderr (e.g. TqdmWarning) in the rendered page
-    assert (
-        Unit("carpet", "aprilgan")
-        .notebook_path(tmp_path / "_build" / "html" / "generated")
-        .with_suffix(".html")
-        .is_file()
-    )
+    record = OutputLayout(tmp_path / "_build" / "html" / "generated").run_record("aprilgan", "carpet")
+    assert record.with_suffix(".html").is_file()
 
 
-def test_toy_profile_weights_reach_every_unit(monkeypatch, tmp_path):
-    """`trained_here: toy` fills the ND CLIP, adapters and WinCLIP's CLIP into the units' parameters."""
-    import dataclasses
+def test_toy_references_reach_every_unit(monkeypatch, tmp_path):
+    """`toy:clip` and `toy:adapters` become the toy world's files: ND CLIP, adapters and WinCLIP's CLIP."""
+    from nandlib.toy import train
 
-    from nandlib.companion import resolve_weights
-    from nandlib.sweep import unit_parameters
-
-    def fake(profile, log=None):
-        nd = {**profile.nd, "clip_checkpoint": "clip.pt", "adapters": "adapters.pth"}
-        detectors = {
-            k: {**v, "clip_checkpoint": "clip.pt"} if k.startswith("winclip") else v
-            for k, v in profile.detectors.items()
-        }
-        return dataclasses.replace(profile, nd=nd, detectors=detectors)
-
-    monkeypatch.setattr("nandlib.toy.train.with_toy_weights", fake)
+    fake = train.ToyWeights(Path("/w/clip.pt"), Path("/w/adapters.pth"), Path("/w/training.json"))
+    monkeypatch.setattr(train, "toy_weights", lambda seed, log=None: fake)
     toy = resolve_weights(load_profile("toy"))
-    winclip = unit_parameters(toy, Unit("carpet", "winclip-1"), tmp_path, tmp_path)
-    assert (winclip["nd_clip_checkpoint"], winclip["adapters"]) == ("clip.pt", "adapters.pth")
-    assert winclip["detector_clip_checkpoint"] == "clip.pt"
-    check_parameters(RUN_NOTEBOOK, winclip)
+    (winclip,) = unit_configs(toy, tmp_path, tmp_path, classes=["carpet"], detectors=["winclip-1"]).values()
+    assert (winclip.nd.clip.checkpoint, winclip.nd.adapters) == ("/w/clip.pt", "/w/adapters.pth")
+    assert winclip.detector.settings.clip.checkpoint == "/w/clip.pt"
     offline = load_profile("offline")
     assert resolve_weights(offline) is offline
 
 
-def test_unknown_trained_here_is_named():
-    import dataclasses
-
-    from nandlib.companion import resolve_weights
-
+def test_unknown_toy_reference_is_named(monkeypatch):
+    raw = load_profile("toy").model_dump()
+    raw["nd"]["adapters"] = "toy:dreamland"
     with pytest.raises(ValueError, match="dreamland"):
-        resolve_weights(dataclasses.replace(load_profile("offline"), trained_here="dreamland"))
+        resolve_weights(parse_profile(raw))
 
 
 def test_written_profile_reloads_as_the_run_profile(tmp_path):
     """The book's pages reload the profile the sweep ran (weights filled in, its dataset root fixed)."""
-    ran = dataclasses.replace(load_profile("toy"), nd={"model": "nand-toy", "clip_checkpoint": "/w/clip.pt"})
+    raw = load_profile("toy").model_dump()
+    raw["nd"]["clip"]["checkpoint"] = "/w/clip.pt"
+    ran = parse_profile(raw)
     path = write_profile(ran, tmp_path / "data", tmp_path / "profile.yaml")
-    expected = dataclasses.replace(ran, data={"root": str((tmp_path / "data").resolve())})
-    assert load_profile(path) == expected
+    assert load_profile(path) == ran.model_copy(update={"data": load_profile(path).data})
+    assert load_profile(path).data.root == str((tmp_path / "data").resolve())

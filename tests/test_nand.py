@@ -1,4 +1,4 @@
-"""NAND: the ND module's suppression map, Eq. 6, composition, encode-once sharing and the group sweep."""
+"""NAND: the ND module's suppression map, Eq. 6, composition, encode-once sharing and the group evaluation."""
 
 import numpy as np
 import pytest
@@ -8,17 +8,9 @@ from PIL import Image
 from nandlib.backbones import load_clip
 from nandlib.detectors.aprilgan import AprilGAN, zero_shot_maps
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.evaluation import EncodedImages
 from nandlib.geometry import crop_to_region, to_eval_grid
-from nandlib.nand import (
-    NANDDetector,
-    NDFeatures,
-    NormalityDetector,
-    add_normalities,
-    add_normality,
-    base_scores,
-    final_map,
-    sweep_groups,
-)
+from nandlib.nand import NANDDetector, NDFeatures, NormalityDetector, add_normality, final_map
 from nandlib.prompts import TablePromptGenerator, normality_prompts
 
 E = torch.eye(3)  # e0 = f_nor, e1 and e2 = two normalities
@@ -91,13 +83,10 @@ def test_add_normality_chains_and_encodes_each_image_once(aprilgan, image, monke
     calls = []
     original = backbone.encode_image_layers
     monkeypatch.setattr(backbone, "encode_image_layers", lambda *a: calls.append(1) or original(*a))
-    chained = add_normality(add_normality(aprilgan, "broken"), "bottle with dirt on the bottom")
-    listed = add_normalities(aprilgan, ["broken", ["bottle with dirt on the bottom"]])
+    chained = add_normality(add_normality(aprilgan, group="broken"), phrases="bottle with dirt on the bottom")
     assert isinstance(chained, NANDDetector) and len(chained.normalities) == 2
     assert chained.detector is aprilgan and chained.geometry == aprilgan.geometry
-    assert listed.nd is not chained.nd and all(
-        torch.allclose(a.f_add, b.f_add) for a, b in zip(listed.normalities, chained.normalities, strict=True)
-    )
+    assert [n.label for n in chained.normalities] == ["broken", "bottle with dirt on the bottom"]
     calls.clear()
     got = chained.predict([image])
     assert len(calls) == 1
@@ -113,7 +102,7 @@ def test_add_normality_chains_and_encodes_each_image_once(aprilgan, image, monke
     other = NormalityDetector(AprilGAN(backbone, "bottle", seed=1))
     other.aprilgan.text_features = aprilgan.text_features  # same backbone and class: skip re-encoding
     calls.clear()
-    add_normality(aprilgan, "broken", nd=other).predict([image])
+    add_normality(aprilgan, group="broken", nd=other).predict([image])
     assert len(calls) == 2  # a different ND module needs its own pass
 
 
@@ -140,11 +129,11 @@ class _CroppingDetector(Detector):
 def test_nand_cuts_the_detectors_crop_out_of_the_suppression_map(aprilgan, image):
     nd = NormalityDetector(aprilgan)
     detector = _CroppingDetector()
-    nand = add_normality(detector, "broken", nd=nd)
+    nand = add_normality(detector, group="broken", nd=nd)
     assert nand.fit([image, image]) is nand and detector.fitted_on == 2
     got = nand.predict([image]).maps
     features = nd.features([image])
-    text = torch.stack([features.f_nor, nd.normality("broken").f_add], dim=1)
+    text = torch.stack([features.f_nor, nd.normality(group="broken").f_add], dim=1)
     full = zero_shot_maps(features.patch_tokens, features.grid, text, (518, 518), combine="mean")
     cropped = crop_to_region(full, MapGeometry(256, 224).region(600, 300), 256)
     base = to_eval_grid(detector.predict([image]).maps)
@@ -152,37 +141,34 @@ def test_nand_cuts_the_detectors_crop_out_of_the_suppression_map(aprilgan, image
     assert not torch.allclose(got, base * (1 - crop_to_region(full, (0, 0, 1, 1), 256)), atol=1e-3)
 
 
-def test_sweep_over_groups_equals_one_nand_detector_per_group(aprilgan, image):
+def test_images_encoded_once_score_each_group_as_one_nand_detector_per_group(aprilgan, image, monkeypatch):
     nd = NormalityDetector(aprilgan)
-    shared = aprilgan.features([image])
-    base, features = aprilgan.predict_from_features(shared), nd.features_from(shared)
-    joined = NDFeatures.concat([features, features])
-    assert len(joined) == 2 and joined.patch_tokens[0].shape[0] == 2
-    base_maps = to_eval_grid(torch.cat([base.maps, base.maps]))
-    results = sweep_groups(nd, joined, base_maps, aprilgan.geometry, ["broken", "contamination"])
-    assert list(results) == ["broken", "contamination"]
-    for group, result in results.items():
-        single = add_normality(aprilgan, group, nd=nd).predict([image])
-        assert torch.allclose(result.scores, single.scores.repeat(2), atol=1e-5)
-    custom = ["bottle with a chipped rim", "bottle with a cracked neck"]
-    overrides = {"broken": custom, "contamination": "contamination"}
-    keyed = sweep_groups(nd, joined, base_maps, aprilgan.geometry, overrides)
-    assert list(keyed) == ["broken", "contamination"]
-    assert torch.equal(keyed["contamination"].maps, results["contamination"].maps)
-    expected = final_map(base_maps, [nd.suppression_map(joined, nd.normality_feature(custom))])
-    assert torch.allclose(keyed["broken"].maps, expected)
-    assert not torch.allclose(expected, results["broken"].maps)
-    assert torch.allclose(base_scores(base), to_eval_grid(base.maps).amax(dim=(1, 2)))
-    assert torch.equal(base_scores(base, "native"), base.scores)
-    with pytest.raises(ValueError, match="score"):
-        base_scores(base, "mean")
+    encoded = EncodedImages(aprilgan, nd, [image, image], batch_size=1)
+    assert len(encoded.parts) == 2 and encoded.base_maps.shape == (2, 256, 256)
+    calls = []
+    monkeypatch.setattr(aprilgan, "features", lambda *a: calls.append(1))
+    for group in ("broken", "contamination"):
+        scores = encoded.predict([nd.normality(group=group)]).scores
+        monkeypatch.undo()
+        single = add_normality(aprilgan, group=group, nd=nd).predict([image])
+        monkeypatch.setattr(aprilgan, "features", lambda *a: calls.append(1))
+        assert torch.allclose(scores, single.scores.repeat(2), atol=1e-5)
+    assert calls == []  # scoring a normality encodes no image again
+    custom = nd.normality(phrases=["bottle with a chipped rim", "bottle with a cracked neck"])
+    expected = final_map(encoded.base_maps, [nd.suppression_map(encoded.features, custom.f_add)])
+    assert torch.allclose(encoded.predict([custom]).maps, expected)
+    assert not torch.allclose(expected, encoded.predict([nd.normality(group="broken")]).maps)
+    with pytest.raises(ValueError, match="images"):
+        EncodedImages(aprilgan, nd, [])
 
 
 def test_normalities_resolve_from_groups_phrases_or_lists(aprilgan):
     nd = NormalityDetector(aprilgan)
-    assert nd.phrases("broken") == ("broken", tuple(TablePromptGenerator().phrases("bottle", "broken")))
-    assert nd.phrases("bottle with a crack") == ("bottle with a crack", ("bottle with a crack",))
-    assert nd.phrases(["a", "b"])[1] == ("a", "b")
+    shipped = tuple(TablePromptGenerator().phrases("bottle", "broken"))
+    assert nd.phrases(group="broken") == ("broken", shipped)
+    assert nd.phrases(phrases="bottle with a crack") == ("bottle with a crack", ("bottle with a crack",))
+    assert nd.phrases(phrases="crack") == ("crack", ("crack",))  # a one-word phrase is a phrase, not a group
+    assert nd.phrases(phrases=["a", "b"]) == ("a; b", ("a", "b"))
     f_add = nd.normality_feature(["bottle with a crack"])
     assert f_add.shape == (32,) and f_add.norm().item() == pytest.approx(1, abs=1e-5)
     assert nd.normality_feature(["bottle with a crack"]) is f_add  # cached
@@ -190,18 +176,20 @@ def test_normalities_resolve_from_groups_phrases_or_lists(aprilgan):
 
 def test_bad_input_is_rejected_with_named_parameters(aprilgan):
     with pytest.raises(ValueError, match="'glue'.*'bottle'"):
-        add_normality(aprilgan, "glue")
-    with pytest.raises(ValueError, match="normality"):
-        add_normality(aprilgan, [])
-    with pytest.raises(ValueError, match="normality"):
-        add_normality(aprilgan, " ")
+        add_normality(aprilgan, group="glue")
     with pytest.raises(ValueError, match="phrases"):
-        add_normality(aprilgan, ["bottle with a crack", ""])
+        add_normality(aprilgan, phrases=[])
+    with pytest.raises(ValueError, match="phrases"):
+        add_normality(aprilgan, phrases=" ")
+    with pytest.raises(ValueError, match="phrases"):
+        add_normality(aprilgan, phrases=["bottle with a crack", ""])
+    with pytest.raises(ValueError, match="either group= or phrases="):
+        add_normality(aprilgan, group="broken", phrases="a crack")
     with pytest.raises(ValueError, match="nd"):
-        add_normality(_CroppingDetector(), "broken")
+        add_normality(_CroppingDetector(), group="broken")
     carpet = NormalityDetector(AprilGAN(aprilgan.backbone, "carpet"))
     with pytest.raises(ValueError, match="carpet"):
-        add_normality(_CroppingDetector(), "thread", nd=carpet)
+        add_normality(_CroppingDetector(), group="thread", nd=carpet)
     with pytest.raises(ValueError, match="layer_combine"):
         NormalityDetector(aprilgan, layer_combine="max")
 

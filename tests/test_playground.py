@@ -10,31 +10,28 @@ from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.geometry import crop_image
 from nandlib.playground import BOOK_PROFILE_ENV, Playground, book_profile, profile_playground
 from nandlib.profiles import PROFILE_DIR, load_profile
-from nandlib.run import UnitConfig, build_aprilgan, run_unit
-from nandlib.sweep import Unit, unit_parameters
+from nandlib.prompts import TablePromptGenerator
+from nandlib.run import build_nd, run_unit
 
 
 @pytest.fixture(scope="module")
-def unit(synth_root, tmp_path_factory):
-    config = UnitConfig(
-        class_name="carpet", detector="aprilgan", data_root=str(synth_root),
-        output_dir=str(tmp_path_factory.mktemp("unit")), nd_model="nand-tiny-p14", nd_image_size=56,
-        batch_size=4, cache_dir="off",
-    )  # fmt: skip
+def unit(tiny_unit, tmp_path_factory):
+    config = tiny_unit(tmp_path_factory.mktemp("unit"), cache_dir="off")
     return config, run_unit(config, progress=False)
 
 
 def test_each_group_gives_the_sweep_units_aurocs(unit, synth_root):
     config, results = unit
-    playground = Playground(read_class(synth_root, "carpet"), build_aprilgan(config), batch_size=3)
+    playground = Playground(read_class(synth_root, "carpet"), build_nd(config), batch_size=config.batch_size)
     for row in results.itertuples():
-        tried = playground.try_normality(row.group, row.group).iloc[0]
-        assert tried["auroc_before"] == pytest.approx(100 * row.auroc_before, abs=0.051), row.group
-        assert tried["auroc_after"] == pytest.approx(100 * row.auroc_after, abs=0.051), row.group
+        tried = playground.try_group(row.group).iloc[0]
+        assert tried["auroc_before"] == round(100 * row.auroc_before, 1), row.group
+        assert tried["auroc_after"] == round(100 * row.auroc_after, 1), row.group
+        assert tried["phrases"] == " | ".join(TablePromptGenerator().phrases("carpet", row.group))
 
 
 def test_unknown_group_is_named(unit, synth_root):
-    playground = Playground(read_class(synth_root, "carpet"), build_aprilgan(unit[0]))
+    playground = Playground(read_class(synth_root, "carpet"), build_nd(unit[0]))
     with pytest.raises(ValueError, match="'scratch' is not a group of 'carpet'"):
         playground.try_normality("carpet with a scratch", "scratch")
 
@@ -51,7 +48,7 @@ class _CroppingDetector(Detector):
 
 def test_show_cuts_the_picture_like_the_detectors_map(unit, synth_root):
     data = read_class(synth_root, "carpet")
-    playground = Playground(data, build_aprilgan(unit[0]), detector=_CroppingDetector())
+    playground = Playground(data, build_nd(unit[0]), detector=_CroppingDetector())
     playground.try_normality("carpet with a cut", "cut")
     figure = playground.show("cut", n_images=2)
     cuts = [s for s in data.test if s.anomaly_type in ("cut", "hole")][:2]
@@ -77,11 +74,10 @@ def test_profile_playground_runs_the_sweeps_models(synth_root, tmp_path, monkeyp
     playground = profile_playground("carpet", data_root=synth_root)
     assert playground.detector.backbone.model_name == "nand-tiny-p14"
     assert playground.detector.backbone.image_size == 518
-    parameters = unit_parameters(load_profile("offline"), Unit("carpet", "aprilgan"), synth_root, tmp_path)
-    results = run_unit(UnitConfig(**{**parameters, "cache_dir": "off"}), progress=False)
-    row = results.iloc[0]
-    tried = playground.try_normality(row["group"], row["group"]).iloc[0]
-    assert tried["auroc_after"] == pytest.approx(100 * row["auroc_after"], abs=0.051)
+    config = load_profile("offline").unit("carpet", "aprilgan", synth_root, tmp_path, cache_dir="off")
+    row = run_unit(config, progress=False).iloc[0]
+    tried = playground.try_group(row["group"]).iloc[0]
+    assert tried["auroc_after"] == round(100 * row["auroc_after"], 1)
 
 
 def test_a_profile_without_data_takes_the_given_dataset(synth_root, tmp_path):

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from nandlib.config import ConfigError
+from nandlib.outputs import OutputLayout
 from nandlib.profiles import load_profile
-from nandlib.sweep import Unit, run_sweep, unit_parameters
+from nandlib.sweep import _shared_cores, run_sweep, unit_configs
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_run_class.ipynb"
 
@@ -20,25 +22,18 @@ def _executions(out: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-def test_unit_parameters_split_detector_family_and_shots(profile, tmp_path):
-    params = unit_parameters(profile, Unit("carpet", "winclip-5"), tmp_path, tmp_path / "out")
-    assert (params["detector"], params["shots"]) == ("winclip", 5)
-    assert params["detector_model"] == "nand-tiny-p16"
-    assert Path(params["output_dir"]).is_absolute()
+def test_unit_configs_come_from_the_profile(profile, tmp_path):
+    configs = unit_configs(profile, tmp_path, tmp_path / "out", classes=["carpet"], detectors=["winclip-5"])
+    (config,) = configs.values()
+    assert (config.detector.kind, config.detector.settings.shots, config.label) == ("winclip", 5, "winclip-5")
+    assert config.detector.settings.clip.model == "nand-tiny-p16"
+    assert Path(config.output_dir).is_absolute()
 
 
-def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path, monkeypatch):
-    monkeypatch.setattr("nandlib.sweep.unit_parameters", _fake_parameters)
+def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path):
     out = tmp_path / "out"
-    first = run_sweep(
-        profile,
-        tmp_path,
-        out,
-        classes=["carpet", "grid"],
-        detectors=["aprilgan", "winclip-1"],
-        workers=2,
-        notebook=FAKE,
-    )
+    sweep = dict(classes=["carpet", "grid"], detectors=["aprilgan", "winclip-1"], run_notebook=FAKE)
+    first = run_sweep(profile, tmp_path, out, workers=2, **sweep)
     assert set(first["status"]) == {"done"}
     assert sorted(_executions(out)) == [
         "aprilgan/carpet",
@@ -46,57 +41,40 @@ def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path, monkeypatch):
         "winclip-1/carpet",
         "winclip-1/grid",
     ]
-    assert Unit("grid", "winclip-1").notebook_path(out).is_file()
+    assert OutputLayout(out).run_record("winclip-1", "grid").is_file()
 
-    (out / "results" / "aprilgan" / "grid.csv").unlink()  # as if that unit had crashed
-    second = run_sweep(
-        profile,
-        tmp_path,
-        out,
-        classes=["carpet", "grid"],
-        detectors=["aprilgan", "winclip-1"],
-        workers=1,
-        notebook=FAKE,
-    )
+    OutputLayout(out).results("aprilgan", "grid").unlink()  # as if that unit had crashed
+    second = run_sweep(profile, tmp_path, out, workers=1, **sweep)
     assert _executions(out).count("aprilgan/grid") == 2
     assert len(_executions(out)) == 5
     assert (second["status"] == "skipped").sum() == 3
 
 
 def test_failed_unit_is_reported_and_others_finish(profile, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        "nandlib.sweep.unit_parameters",
-        lambda p, u, d, o, c=None: {**_fake_parameters(p, u, d, o), "fail_on": "grid"},
-    )
+    monkeypatch.setenv("NAND_TEST_FAIL_ON", "grid")
     out = tmp_path / "out"
     frame = run_sweep(
-        profile, tmp_path, out, classes=["carpet", "grid"], detectors=["aprilgan"], workers=1, notebook=FAKE
+        profile,
+        tmp_path,
+        out,
+        classes=["carpet", "grid"],
+        detectors=["aprilgan"],
+        workers=1,
+        run_notebook=FAKE,
     )
     status = dict(zip(frame["class"], frame["status"], strict=True))
     assert status["carpet"] == "done"
     assert status["grid"].startswith("failed") and "planned failure" in status["grid"]
-    assert not Unit("grid", "aprilgan").results_path(out).exists()
+    assert not OutputLayout(out).results("aprilgan", "grid").exists()
 
 
 def test_unknown_detector_is_named(profile, tmp_path):
-    with pytest.raises(ValueError, match="padim"):
-        run_sweep(profile, tmp_path, tmp_path, detectors=["padim"], notebook=FAKE)
-
-
-def _fake_parameters(profile, unit, data_root, out, cache_dir=None):
-    family, _, shots = unit.detector.partition("-")
-    return {
-        "class_name": unit.class_name,
-        "detector": family,
-        "shots": int(shots or 0),
-        "output_dir": str(out.resolve()),
-    }
+    with pytest.raises(ConfigError, match="padim"):
+        run_sweep(profile, tmp_path, tmp_path, detectors=["padim"], run_notebook=FAKE)
 
 
 def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
     import os
-
-    from nandlib.sweep import _shared_cores
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from nandlib.data.classes import ANOMALY_TYPES, GOOD, anomaly_groups, check_class, grouped_classes
@@ -127,15 +126,6 @@ class MVTecClass:
     def anomaly_types(self) -> list[str]:
         """Defect types present in the test split (sorted, without ``good``)."""
         return sorted({s.anomaly_type for s in self.test if s.anomaly_type != GOOD})
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per sample: ``path, class, split, anomaly_type, label, mask_path``."""
-        rows = [
-            {"path": str(s.path), "class": s.class_name, "split": s.split, "anomaly_type": s.anomaly_type,
-             "label": s.label, "mask_path": None if s.mask_path is None else str(s.mask_path)}
-            for s in self.train + self.test
-        ]
-        return pd.DataFrame(rows, columns=["path", "class", "split", "anomaly_type", "label", "mask_path"])
 
 
 def _list_pngs(folder: Path) -> list[Path]:

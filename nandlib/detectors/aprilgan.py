@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,10 @@ from nandlib.backbones import ClipBackbone
 from nandlib.cache import FeatureCache
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
 from nandlib.prompts import aprilgan_prompts
+
+if TYPE_CHECKING:
+    from nandlib.detectors.registry import BuildContext
+    from nandlib.nand import NDFeatures, NormalityDetector
 
 CACHE_NAMESPACE = "clip-layers"  # raw block outputs + image embedding, before the adapters
 LOGIT_SCALE = 100.0  # APRIL-GAN's fixed temperature, for maps and image scores alike
@@ -118,7 +123,31 @@ class AprilGAN(Detector):
         geometry: ``MapGeometry(resize=backbone.image_size)``: squash, no crop; maps cover the image.
     """
 
-    name = "april-gan"
+    kind = "aprilgan"
+    name = "aprilgan"
+
+    @classmethod
+    def from_settings(cls, settings: Any, context: BuildContext) -> AprilGAN:
+        """The ND module's own APRIL-GAN (its CLIP and linear layers are the unit's ``nd`` config)."""
+        return context.nd_aprilgan
+
+    def normality_source(self) -> AprilGAN:
+        """Itself: its backbone, adapters and ``f_nor`` make the ND module (Eq. 4 with ``f_add``)."""
+        return self
+
+    def predict_with_nd(
+        self, images: Sequence[Image.Image], nd: NormalityDetector
+    ) -> tuple[Prediction, NDFeatures]:
+        """One forward pass for both when ``nd`` runs on this model's backbone and adapters."""
+        if nd.aprilgan.backbone is not self.backbone or nd.aprilgan.adapters is not self.adapters:
+            return super().predict_with_nd(images, nd)
+        features = self.features(images)
+        return self.predict_from_features(features), nd.features_from(features)
+
+    def provenance(self) -> dict[str, Any]:
+        """Its CLIP's and linear layers' weights."""
+        weights = f"{self.backbone.model_name} ({self.backbone.weights}); adapters {self.adapters.weights}"
+        return {"weights": weights}
 
     def __init__(
         self,

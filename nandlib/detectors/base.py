@@ -2,8 +2,14 @@
 
 A detector follows the scikit-learn estimator contract: its configuration is given to
 ``__init__``, ``fit`` learns from normal images only (a no-op for zero-shot detectors) and
-returns ``self``, and ``predict`` returns raw anomaly maps and native image scores for a batch.
+returns ``self``, fitted state carries a trailing underscore, and ``predict`` returns raw anomaly maps
+and native image scores for a batch (before ``fit``: :class:`NotFittedError`).
 NAND (:func:`nandlib.nand.add_normality`) wraps any detector that produces maps.
+
+What generic code needs from a detector it asks the detector, never its type: how it is built from a
+config (``Settings``, :meth:`Detector.from_settings`, :meth:`Detector.default_name`), whether it can share
+its forward pass with the ND module (:meth:`Detector.predict_with_nd`) or serve as one
+(:meth:`Detector.normality_source`), and where its weights come from (:meth:`Detector.provenance`).
 """
 
 from __future__ import annotations
@@ -11,9 +17,31 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from PIL import Image
+from pydantic import BaseModel
+from sklearn.exceptions import NotFittedError
+
+from nandlib.config import Settings
+
+if TYPE_CHECKING:
+    from nandlib.detectors.aprilgan import AprilGAN
+    from nandlib.detectors.registry import BuildContext
+    from nandlib.nand import NDFeatures, NormalityDetector
+
+__all__ = ["Detector", "MapGeometry", "NoSettings", "NotFittedError", "Prediction", "check_is_fitted"]
+
+
+def check_is_fitted(detector: object, attribute: str, msg: str) -> None:
+    """Raise scikit-learn's :class:`NotFittedError` with ``msg`` unless ``fit`` has set ``attribute``."""
+    if not hasattr(detector, attribute):
+        raise NotFittedError(msg)
+
+
+class NoSettings(Settings):
+    """A detector configured by its :class:`~nandlib.detectors.registry.BuildContext` alone."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +91,33 @@ class Prediction:
 class Detector(ABC):
     """Base class of all detectors: APRIL-GAN, WinCLIP, PatchCore and NAND-wrapped ones.
 
-    Subclasses set ``name`` and ``geometry`` and implement :meth:`predict`; those that learn
-    from normal images override :meth:`fit`.
+    Subclasses set ``name`` and ``geometry`` (and ``class_name`` when they are built for one class) and
+    implement :meth:`predict`; those that learn from normal images override :meth:`fit`. Those built
+    from configs set ``kind`` (their registry key)
+    and ``Settings``, and implement :meth:`from_settings`.
     """
 
+    kind: ClassVar[str] = ""
+    Settings: ClassVar[type[BaseModel]] = NoSettings
     name: str = "detector"
+    class_name: str | None = None
     geometry: MapGeometry
+
+    @classmethod
+    def from_settings(cls, settings: BaseModel, context: BuildContext) -> Detector:
+        """Build the detector from its validated ``Settings`` and the unit's context."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a config")
+
+    @classmethod
+    def default_name(cls, settings: BaseModel) -> str:
+        """Its name in results when the config gives none (default: ``kind``)."""
+        return cls.kind
 
     def fit(self, images: Sequence[Image.Image]) -> Detector:
         """Learn from normal (``train/good``) images; zero-shot detectors ignore them.
 
         Args:
-            images: Normal RGB images.
+            images: Normal RGB images (a lazy sequence is fine: a detector reads only those it uses).
 
         Returns:
             ``self``.
@@ -84,3 +127,20 @@ class Detector(ABC):
     @abstractmethod
     def predict(self, images: Sequence[Image.Image]) -> Prediction:
         """Anomaly maps and native image scores for a batch of RGB images."""
+
+    def predict_with_nd(
+        self, images: Sequence[Image.Image], nd: NormalityDetector
+    ) -> tuple[Prediction, NDFeatures]:
+        """The detector's prediction and the ND module's features of the same images.
+
+        The default runs both; a detector that shares the ND module's encoder encodes each image once.
+        """
+        return self.predict(images), nd.features(images)
+
+    def normality_source(self) -> AprilGAN | None:
+        """The APRIL-GAN whose machinery can serve as this detector's ND module (``None``: none)."""
+        return None
+
+    def provenance(self) -> dict[str, Any]:
+        """Where its weights come from (``weights``) and what fitting chose, for the provenance record."""
+        return {}

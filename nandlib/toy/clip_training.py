@@ -49,9 +49,6 @@ class ClipTraining:
         lr: Peak AdamW learning rate (linear warm-up over ``warmup`` steps, then cosine to zero).
         weight_decay: AdamW weight decay (on matrices only).
         warmup: Warm-up steps.
-        patch_weight: Weight of the contrastive term on averaged patch tokens.
-        region_weight: Weight of the term matching each defect's own patches to the captions
-            (the ``region`` view of :func:`_embeddings`).
         dense_weight: Weight of the per-patch term (:func:`dense_loss`).
         dense_cover: Fraction of a patch a defect must cover for the patch to count as defective.
         dense_columns: Weight of the per-patch term's caption-to-patches direction (:func:`dense_loss`).
@@ -68,8 +65,6 @@ class ClipTraining:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 20
-    patch_weight: float = 0.0
-    region_weight: float = 0.0
     dense_weight: float = 2.0
     dense_cover: float = 0.1
     dense_columns: float = 1.0
@@ -166,18 +161,6 @@ class _Views:
     def patches(self) -> torch.Tensor:
         """``[B, N, D]`` every patch token."""
         return F.normalize(self.tokens @ self.proj, dim=-1)
-
-    @cached_property
-    def average(self) -> torch.Tensor:
-        """``[B, D]`` averaged patch tokens."""
-        return F.normalize(self.tokens.mean(dim=1) @ self.proj, dim=-1)
-
-    @cached_property
-    def region(self) -> torch.Tensor:
-        """``[B, D]`` patch tokens weighted by how much of each patch the defect covers (zero for good)."""
-        weights = self.cover[:, :, None]
-        region = (weights * self.tokens).sum(1) / self.cover.sum(1, keepdim=True).clamp(min=1e-6)
-        return F.normalize(region @ self.proj, dim=-1)
 
 
 def _embeddings(backbone: ClipBackbone, pixels: torch.Tensor, masks: torch.Tensor) -> _Views:
@@ -337,15 +320,6 @@ def train_clip(
             text = _encode_text(backbone, captions)
             scale = model.logit_scale.exp().clamp(max=config.max_logit_scale)
             loss = multi_positive_loss(scale * views.image @ text.T, positives)
-            if config.patch_weight:
-                average = multi_positive_loss(scale * views.average @ text.T, positives)
-                loss = loss + config.patch_weight * average
-            defect = masks.flatten(1).any(dim=1)
-            if config.region_weight and defect.any():
-                # each defect's patches against every caption: those true of its image are positives
-                loss = loss + config.region_weight * row_loss(
-                    scale * views.region[defect] @ text.T, positives[defect]
-                )
             if config.dense_weight:
                 states = [c for name in classes for c in state_captions(name, rng)]
                 state_text, state_keys = zip(*states, strict=True)

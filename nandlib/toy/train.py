@@ -5,7 +5,8 @@ Steps: (1) caption-free images of every class for CLIP (captions are drawn per s
 layers on it with the authors' losses, started from CLIP's own patch projection
 (:mod:`nandlib.training.adapters`), optionally with our normality loss.
 Outputs: ``clip.pt`` (open_clip state dict of ``nand-toy``), ``adapters.pth`` (authors' format) and
-``training.json`` (budget, losses, seconds). The profile ``toy`` uses them through :func:`toy_weights`.
+``training.json`` (budget, losses, seconds), under the user data folder (:func:`nandlib.paths.toy_dir`).
+A profile names them ``toy:clip`` and ``toy:adapters`` (:func:`resolve_toy_weights`).
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nandlib.backbones import load_clip
-from nandlib.profiles import Profile
+from nandlib.config import ConfigError, Settings
+from nandlib.paths import toy_dir, writable_folder
 from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, save_clip, train_clip
 from nandlib.toy.world import DEFAULT_SIZE, clip_images, defect_phrases, write_aux_dataset
 from nandlib.training.adapters import AdapterTraining, train_adapters
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
-CACHE_DIR = REPO_ROOT / "data" / "toy"
+REFERENCE_PREFIX = "toy:"
 FILES = ("clip.pt", "adapters.pth", "training.json")
 # Revision of the training code, recorded in training.json: bumped whenever a change alters the weights a
 # budget trains (2: captions encoded up to the longest one), so that a cached world of another revision is
@@ -139,26 +140,54 @@ def train_toy(
 def toy_weights(
     seed: int = 0, budget: ToyBudget = ToyBudget(), log: Callable[[str], None] | None = None
 ) -> ToyWeights:
-    """The toy world of ``seed``: shipped weights, else the cache under ``data/toy/``, else trained now.
+    """The toy world of ``seed`` under the user data folder, trained there on first use.
 
-    A folder is used only if its ``training.json`` records this very budget and :data:`RECIPE` (a cache
+    A folder is used only if its ``training.json`` records this very budget and :data:`RECIPE` (a world
     trained with other settings or code is retrained, not silently reused).
     """
     wanted = json.loads(json.dumps(asdict(_with_seed(budget, seed))))
-    for folder in (SHIPPED_WEIGHTS / f"seed{seed}", CACHE_DIR / f"seed{seed}"):
-        if all((folder / name).is_file() for name in FILES):
-            info = json.loads((folder / FILES[2]).read_text())
-            if info.get("budget") == wanted and info.get("recipe") == RECIPE:
-                return ToyWeights(*(folder / name for name in FILES), info)
-    return train_toy(CACHE_DIR / f"seed{seed}", seed, budget, log)
+    folder = toy_dir() / f"seed{seed}"
+    if all((folder / name).is_file() for name in FILES):
+        info = json.loads((folder / FILES[2]).read_text())
+        if info.get("budget") == wanted and info.get("recipe") == RECIPE:
+            return ToyWeights(*(folder / name for name in FILES), info)
+    writable_folder(toy_dir(), "toy world folder (user data folder)")
+    return train_toy(folder, seed, budget, log)
 
 
-def with_toy_weights(profile: Profile, log: Callable[[str], None] | None = None) -> Profile:
-    """``profile`` with toy weights filled in (trained on first use): ND CLIP, adapters, WinCLIP's CLIP."""
-    weights = toy_weights(profile.seed, log=log)
-    nd = {**profile.nd, "clip_checkpoint": str(weights.clip), "adapters": str(weights.adapters)}
-    detectors = {
-        name: {**settings, "clip_checkpoint": str(weights.clip)} if name.startswith("winclip") else settings
-        for name, settings in profile.detectors.items()
-    }
-    return dataclasses.replace(profile, nd=nd, detectors=detectors)
+def _references(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(_references(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_references(item) for item in value))
+    return {value} if isinstance(value, str) and value.startswith(REFERENCE_PREFIX) else set()
+
+
+def _replace(value: Any, files: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _replace(item, files) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace(item, files) for item in value]
+    return files.get(value, value) if isinstance(value, str) else value
+
+
+def resolve_toy_weights(config: Settings, log: Callable[[str], None] | None = None) -> Settings:
+    """A profile or unit config with its ``toy:clip`` and ``toy:adapters`` values replaced by the toy
+    world's files.
+
+    The toy world of the config's seed is trained on first use (:func:`toy_weights`). A config without
+    such references is returned as it is.
+
+    Raises:
+        ConfigError: A ``toy:`` reference other than ``toy:clip`` and ``toy:adapters``.
+    """
+    data = config.model_dump()
+    wanted = _references(data)
+    if not wanted:
+        return config
+    unknown = sorted(wanted - {"toy:clip", "toy:adapters"})
+    if unknown:
+        raise ConfigError(f"unknown toy weights {unknown}: use toy:clip or toy:adapters")
+    weights = toy_weights(config.seed, log=log)
+    files = {"toy:clip": str(weights.clip), "toy:adapters": str(weights.adapters)}
+    return type(config).model_validate(_replace(data, files))

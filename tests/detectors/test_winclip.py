@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from nandlib.backbones import load_clip
@@ -201,7 +202,7 @@ def test_text_embeddings_are_means_of_raw_sentence_embeddings(backbone):
 
 
 def test_zero_shot_map_is_harmonic_mean_of_image_and_scale_maps(backbone):
-    detector = WinCLIP(backbone, "bottle")
+    detector = WinCLIP(backbone, "bottle").fit([])
     embeddings = detector._embed([_image(3)])
     text = detector.text_embeddings
     scores, grid_map = zero_shot_scores(embeddings, text, detector.masks, (15, 15), 0.07)
@@ -226,7 +227,7 @@ def test_few_shot_map_is_zero_for_a_reference_image(backbone):
     detector = WinCLIP(backbone, "bottle", k_shot=1, seed=0).fit(images)
     (reference,) = detector.reference_indices_
     embeddings = detector._embed([images[reference]])
-    few = few_shot_map(embeddings, detector._references, detector.masks, detector.grid)
+    few = few_shot_map(embeddings, detector.references_, detector.masks, detector.grid)
     assert few.abs().max() < 1e-5
     zero_scores, zero_map = zero_shot_scores(
         embeddings, detector.text_embeddings, detector.masks, detector.grid, detector.temperature
@@ -257,7 +258,7 @@ def test_fit_errors_and_zero_shot_ignores_images(backbone):
         WinCLIP(backbone, "bottle", k_shot=5).fit([_image(0), _image(1)])
     with pytest.raises(ValueError, match="got none"):
         WinCLIP(backbone, "bottle", k_shot=1).fit([])
-    with pytest.raises(RuntimeError, match="call fit"):
+    with pytest.raises(NotFittedError, match="call fit"):
         WinCLIP(backbone, "bottle", k_shot=1).predict([_image(0)])
     assert WinCLIP(backbone, "bottle").fit([]).reference_indices_ == ()
     with pytest.raises(ValueError, match="scales"):

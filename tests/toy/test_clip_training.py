@@ -91,25 +91,6 @@ def test_batches_hold_few_classes_and_whole_pairs() -> None:
     assert len(set(uniform.tolist())) == 8
 
 
-def test_region_embedding_is_the_covered_patch() -> None:
-    from nandlib.backbones import load_clip
-    from nandlib.toy.clip_training import _embeddings
-
-    backbone = load_clip("nand-toy", seed=1)
-    pixels = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
-    masks[0, 8:16, 16:24] = True  # exactly patch (row 1, column 2) of the 8 x 8 grid
-    masks[1, 0:4, 0:8] = True  # half of patch 0: same direction as patch 0 alone
-    visual = backbone.model.visual
-    with torch.no_grad():
-        region = _embeddings(backbone, pixels, masks).region
-        visual.output_tokens = True
-        _, tokens = visual(pixels)
-        visual.output_tokens = False
-    expected = F.normalize(torch.stack([tokens[0, 8 + 2], tokens[1, 0]]) @ visual.proj, dim=-1)
-    assert torch.allclose(region, expected, atol=1e-5)
-
-
 def test_dense_loss_picks_each_patch_its_own_state() -> None:
     from nandlib.toy.clip_training import dense_loss
 

@@ -23,7 +23,8 @@ TINY = ToyBudget(
 
 def test_toy_profile_schema() -> None:
     profile = load_profile("toy")
-    assert profile.nd["model"] == "nand-toy" and profile.data["synthetic"]["size"] == 64
+    assert profile.nd.clip.model == "nand-toy" and profile.data.synthetic.size == 64
+    assert (profile.nd.clip.checkpoint, profile.nd.adapters) == ("toy:clip", "toy:adapters")
     assert set(profile.detectors) == {"aprilgan", "winclip-0", "winclip-1", "winclip-5", "patchcore"}
 
 
@@ -37,7 +38,7 @@ def test_reduced_toy_world_through_the_sweep_gives_tables_with_diagnostics(
     weights = train_toy(tmp_path / "seed0", 0, TINY)
     monkeypatch.setattr("nandlib.toy.train.toy_weights", lambda seed, log=None: weights)
     profile = resolve_weights(load_profile("toy"))
-    assert profile.nd["clip_checkpoint"] == str(weights.clip)
+    assert profile.nd.clip.checkpoint == str(weights.clip)
     out = tmp_path / "generated"
     status = run_sweep(
         profile, synth_root, out, classes=["carpet"], detectors=["aprilgan", "winclip-1"], workers=1

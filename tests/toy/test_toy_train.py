@@ -20,23 +20,21 @@ def _fake_world(folder, budget: ToyBudget, seed: int, recipe: int = train.RECIPE
 
 def test_cache_is_reused_only_for_the_same_budget(tmp_path, monkeypatch) -> None:
     trained = []
-    monkeypatch.setattr(train, "SHIPPED_WEIGHTS", tmp_path / "shipped")
-    monkeypatch.setattr(train, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("NAND_HOME", str(tmp_path))
     monkeypatch.setattr(train, "train_toy", lambda out, seed, budget, log: trained.append((out, seed)))
     budget = ToyBudget()
-    _fake_world(tmp_path / "cache" / "seed3", budget, seed=3)
-    assert toy_weights(3, budget).clip == tmp_path / "cache" / "seed3" / "clip.pt" and not trained
+    _fake_world(tmp_path / "toy" / "seed3", budget, seed=3)
+    assert toy_weights(3, budget).clip == tmp_path / "toy" / "seed3" / "clip.pt" and not trained
     other = dataclasses.replace(budget, images_per_class=budget.images_per_class + 1)
     toy_weights(3, other)
-    assert trained == [(tmp_path / "cache" / "seed3", 3)]
+    assert trained == [(tmp_path / "toy" / "seed3", 3)]
 
 
 def test_cache_of_an_older_training_code_is_retrained(tmp_path, monkeypatch) -> None:
     trained = []
-    monkeypatch.setattr(train, "SHIPPED_WEIGHTS", tmp_path / "shipped")
-    monkeypatch.setattr(train, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("NAND_HOME", str(tmp_path))
     monkeypatch.setattr(train, "train_toy", lambda out, seed, budget, log: trained.append(seed))
-    _fake_world(tmp_path / "cache" / "seed0", ToyBudget(), seed=0, recipe=train.RECIPE - 1)
+    _fake_world(tmp_path / "toy" / "seed0", ToyBudget(), seed=0, recipe=train.RECIPE - 1)
     toy_weights(0, ToyBudget())
     assert trained == [0]
 

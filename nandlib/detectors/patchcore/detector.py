@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
+from pydantic import PositiveInt
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torchvision.models import ResNet
 
 from nandlib.cache import FeatureCache
-from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.config import Settings
+from nandlib.detectors.base import Detector, MapGeometry, Prediction, check_is_fitted
 from nandlib.detectors.patchcore.coreset import approximate_greedy_coreset
 from nandlib.detectors.patchcore.features import (
     aggregate_patches,
@@ -28,13 +30,24 @@ from nandlib.detectors.patchcore.features import (
     extract_layers,
     image_transform,
     load_backbone,
-    mask_transform,
 )
 from nandlib.detectors.patchcore.scoring import anomaly_maps, nearest_neighbours, reweighted_scores
 
 # Settings that change the patch features: a saved memory bank only fits a detector that shares them.
 _FEATURE_SETTINGS = ("backbone", "layers", "resize", "crop", "pretrain_dim", "target_dim", "patch_size")
 CACHE_NAMESPACE = "patchcore"
+
+if TYPE_CHECKING:
+    from nandlib.detectors.registry import BuildContext
+
+
+class PatchCoreSettings(Settings):
+    """PatchCore's config: backbone, its weights (``None`` random, ``imagenet`` or a path), input sizes."""
+
+    backbone: str = "wide_resnet50_2"
+    weights: str | None = None
+    resize: PositiveInt = 256
+    crop: PositiveInt = 224
 
 
 class PatchCore(Detector):
@@ -67,14 +80,16 @@ class PatchCore(Detector):
             extract every time); keyed by the feature settings. Needs a named backbone.
 
     Attributes:
-        memory_bank: ``[K, target_dim]`` coreset features after :meth:`fit` or :meth:`load`.
-        coreset_indices: Indices of the memory bank rows in the fitted features (after :meth:`fit`).
+        memory_bank_: ``[K, target_dim]`` coreset features after :meth:`fit` or :meth:`load`.
+        coreset_indices_: Indices of the memory bank rows in the fitted features (after :meth:`fit`;
+            ``None`` after :meth:`load`).
         backbone_weights: Provenance of the backbone weights (a file's by path and hash; cache keys and
             saved memory banks use the file's content only, whatever its path).
         transform: Image transform (PIL → normalised tensor).
-        mask_transform: Ground-truth mask transform with the same resize and crop.
     """
 
+    kind = "patchcore"
+    Settings = PatchCoreSettings
     name = "patchcore"
 
     def __init__(
@@ -139,9 +154,24 @@ class PatchCore(Detector):
         self.backbone = backbone.eval().to(self.device, memory_format=torch.channels_last)
         self.geometry = MapGeometry(resize=resize, crop=crop)
         self.transform = image_transform(resize, crop)
-        self.mask_transform = mask_transform(resize, crop)
-        self.memory_bank: torch.Tensor | None = None
-        self.coreset_indices: torch.Tensor | None = None
+
+    @classmethod
+    def from_settings(cls, settings: PatchCoreSettings, context: BuildContext) -> PatchCore:
+        """PatchCore with the unit's seed, device, batch size and cache."""
+        return cls(
+            backbone=settings.backbone,
+            weights=settings.weights,
+            resize=settings.resize,
+            crop=settings.crop,
+            seed=context.seed,
+            device=context.device,
+            batch_size=context.batch_size,
+            cache=context.cache,
+        )
+
+    def provenance(self) -> dict[str, Any]:
+        """Its backbone and weights."""
+        return {"weights": f"{self.backbone_name} ({self.backbone_weights})"}
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Official input transform of a batch: ``[B, 3, crop, crop]`` on ``device``."""
@@ -215,8 +245,8 @@ class PatchCore(Detector):
             projection=projection,
             start_indices=start_indices,
         )
-        self.memory_bank = features[indices].contiguous()
-        self.coreset_indices = indices.cpu()
+        self.memory_bank_ = features[indices].contiguous()
+        self.coreset_indices_ = indices.cpu()
         return self
 
     def predict(self, images: Sequence[Image.Image]) -> Prediction:
@@ -227,25 +257,24 @@ class PatchCore(Detector):
         map is the patch-score grid resized bilinearly to the crop and Gaussian-smoothed.
 
         Raises:
-            RuntimeError: Before :meth:`fit` or :meth:`load`.
+            NotFittedError: Before :meth:`fit` or :meth:`load`.
             ValueError: If ``images`` is empty.
         """
-        if self.memory_bank is None:
-            raise RuntimeError("PatchCore.predict: no memory bank; call fit(images) or load(path) first")
+        check_is_fitted(self, "memory_bank_", "PatchCore: no memory bank; call fit(images) or load(path)")
         if len(images) == 0:
             raise ValueError("images: need at least one image")
         maps, scores = [], []
         for start in range(0, len(images), self.batch_size):
             features, (height, width) = self.embed_images(images[start : start + self.batch_size])
             distances, nearest = nearest_neighbours(
-                features.flatten(0, 1), self.memory_bank, k=self.num_neighbors, chunk_size=self.chunk_size
+                features.flatten(0, 1), self.memory_bank_, k=self.num_neighbors, chunk_size=self.chunk_size
             )
             patch_scores = distances.mean(1).view(len(features), height * width)
             if self.score == "max":
                 scores.append(patch_scores.max(1).values)
             else:
                 nearest = nearest[:, 0].view(len(features), height * width)
-                bank, support = self.memory_bank, self.reweight_neighbors
+                bank, support = self.memory_bank_, self.reweight_neighbors
                 scores.append(reweighted_scores(features, patch_scores, nearest, bank, support))
             maps.append(anomaly_maps(patch_scores.view(-1, height, width), self.crop, self.sigma))
         return Prediction(maps=torch.cat(maps), scores=torch.cat(scores).float().cpu())
@@ -259,11 +288,10 @@ class PatchCore(Detector):
         """Write the memory bank and the feature settings it depends on to a safetensors file.
 
         Raises:
-            RuntimeError: Before :meth:`fit`.
+            NotFittedError: Before :meth:`fit`.
         """
-        if self.memory_bank is None:
-            raise RuntimeError("PatchCore.save: no memory bank; call fit(images) first")
-        save_file({"memory_bank": self.memory_bank.cpu()}, str(path), metadata=self._feature_settings())
+        check_is_fitted(self, "memory_bank_", msg="PatchCore: no memory bank; call fit(images) first")
+        save_file({"memory_bank": self.memory_bank_.cpu()}, str(path), metadata=self._feature_settings())
 
     def load(self, path: str | Path) -> PatchCore:
         """Read a memory bank written by :meth:`save` by a detector with the same feature settings.
@@ -284,6 +312,6 @@ class PatchCore(Detector):
                 f"{name}: file {saved.get(name)}, detector {mine[name]}" for name in differing
             )
             raise ValueError(f"memory bank {path} was built with other feature settings: {details}")
-        self.memory_bank = load_file(str(path))["memory_bank"].to(self.device)
-        self.coreset_indices = None
+        self.memory_bank_ = load_file(str(path))["memory_bank"].to(self.device)
+        self.coreset_indices_ = None
         return self

@@ -36,11 +36,6 @@ def image_transform(resize: int, crop: int) -> transforms.Compose:
     )
 
 
-def mask_transform(resize: int, crop: int) -> transforms.Compose:
-    """The official ground-truth mask transform: same resize and crop, values in [0, 1], no threshold."""
-    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor()])
-
-
 def load_backbone(name: str, weights: str | Path | None, seed: int) -> tuple[ResNet, str, str]:
     """Build a torchvision ResNet-family model and load its weights.
 

@@ -9,20 +9,33 @@ a reference memory of window and patch embeddings of ``k`` normal images.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from pydantic import NonNegativeInt
 
 from nandlib.backbones import ClipBackbone
 from nandlib.cache import FeatureCache
-from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.config import ClipSpec, Settings
+from nandlib.detectors.base import Detector, MapGeometry, Prediction, check_is_fitted
 from nandlib.detectors.winclip.prompts import prompt_ensemble
 from nandlib.detectors.winclip.scoring import few_shot_map, make_window_masks, zero_shot_scores
 from nandlib.detectors.winclip.windows import ImageEmbeddings, encode_images, patch_grid
 
+if TYPE_CHECKING:
+    from nandlib.detectors.registry import BuildContext
+
 CACHE_NAMESPACE = "winclip"
+
+
+class WinCLIPSettings(Settings):
+    """WinCLIP's config: its CLIP (paper: ViT-B-16-plus-240, laion400m_e31) and ``k`` (0, 1, 5)."""
+
+    clip: ClipSpec = ClipSpec(model="ViT-B-16-plus-240")
+    shots: NonNegativeInt = 0
 
 
 class WinCLIP(Detector):
@@ -46,12 +59,16 @@ class WinCLIP(Detector):
 
     Attributes:
         reference_indices_: Indices (into the images given to :meth:`fit`) of the references,
-            sorted; ``()`` after a zero-shot ``fit``; ``None`` before ``fit``.
+            sorted; ``()`` after a zero-shot ``fit``; absent before ``fit``.
+        references_: Embeddings of the references (``None`` for zero-shot); absent before ``fit``.
 
     Raises:
         ValueError: On an empty class name, negative ``k_shot``, non-positive temperature or
             batch sizes, no scales, or a scale larger than the patch grid.
     """
+
+    kind = "winclip"
+    Settings = WinCLIPSettings
 
     def __init__(
         self,
@@ -90,9 +107,31 @@ class WinCLIP(Detector):
         self.geometry = MapGeometry(resize=backbone.image_size)
         self.grid = patch_grid(backbone.model.visual)
         self.masks = [make_window_masks(self.grid, scale).to(backbone.device) for scale in self.scales]
-        self.reference_indices_: tuple[int, ...] | None = None
-        self._references: ImageEmbeddings | None = None
         self._text: torch.Tensor | None = None
+
+    @classmethod
+    def from_settings(cls, settings: WinCLIPSettings, context: BuildContext) -> WinCLIP:
+        """WinCLIP on its own CLIP, with the unit's class, seed, batch size and cache."""
+        return cls(
+            context.clip(settings.clip),
+            context.class_name,
+            k_shot=settings.shots,
+            seed=context.seed,
+            batch_size=context.batch_size,
+            cache=context.cache,
+        )
+
+    @classmethod
+    def default_name(cls, settings: WinCLIPSettings) -> str:
+        """``winclip-K``, as the paper's tables name the k-shot runs."""
+        return f"winclip-{settings.shots}"
+
+    def provenance(self) -> dict[str, Any]:
+        """Its CLIP's weights and, once fitted, the references drawn."""
+        record: dict[str, Any] = {"weights": f"{self.backbone.model_name} ({self.backbone.weights})"}
+        if hasattr(self, "reference_indices_"):
+            record["reference_indices"] = list(self.reference_indices_)
+        return record
 
     @property
     def text_embeddings(self) -> torch.Tensor:
@@ -121,6 +160,7 @@ class WinCLIP(Detector):
         """
         if self.k_shot == 0:
             self.reference_indices_ = ()
+            self.references_ = None
             return self
         if len(images) == 0:
             raise ValueError(f"images: WinCLIP k_shot={self.k_shot} needs normal images to fit, got none")
@@ -128,7 +168,7 @@ class WinCLIP(Detector):
             raise ValueError(f"k_shot={self.k_shot} exceeds the {len(images)} images given to fit")
         chosen = np.random.default_rng(self.seed).choice(len(images), size=self.k_shot, replace=False)
         self.reference_indices_ = tuple(sorted(int(index) for index in chosen))
-        self._references = self._embed([images[index] for index in self.reference_indices_])
+        self.references_ = self._embed([images[index] for index in self.reference_indices_])
         return self
 
     def predict(self, images: Sequence[Image.Image]) -> Prediction:
@@ -139,12 +179,11 @@ class WinCLIP(Detector):
 
         Raises:
             ValueError: If ``images`` is empty.
-            RuntimeError: If ``k_shot > 0`` and :meth:`fit` has not been called.
+            NotFittedError: Before :meth:`fit`.
         """
         if len(images) == 0:
             raise ValueError("images: need at least one image to predict")
-        if self.k_shot and self._references is None:
-            raise RuntimeError(f"WinCLIP k_shot={self.k_shot}: call fit(normal images) before predict")
+        check_is_fitted(self, "reference_indices_", f"WinCLIP k_shot={self.k_shot}: call fit(images) first")
         maps, scores = [], []
         for start in range(0, len(images), self.batch_size):
             batch_maps, batch_scores = self._predict_batch(images[start : start + self.batch_size])
@@ -184,8 +223,8 @@ class WinCLIP(Detector):
         embeddings = self._embed(images)
         text = self.text_embeddings
         scores, grid_maps = zero_shot_scores(embeddings, text, self.masks, self.grid, self.temperature)
-        if self._references is not None:
-            few_shot = few_shot_map(embeddings, self._references, self.masks, self.grid)
+        if self.references_ is not None:
+            few_shot = few_shot_map(embeddings, self.references_, self.masks, self.grid)
             grid_maps = (grid_maps + few_shot) / 2
             scores = (scores + few_shot.amax(dim=(-2, -1))) / 2
         size = self.backbone.image_size

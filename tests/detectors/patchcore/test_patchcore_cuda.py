@@ -27,9 +27,9 @@ def test_cuda_matches_cpu(random_wrn50, make_images, tmp_path):
         _close(cuda.embed(train), features, rtol=1e-4)
     cpu.fit_features(features)
     cuda.fit_features(features)
-    assert cuda.memory_bank.device.type == "cuda"
+    assert cuda.memory_bank_.device.type == "cuda"
     # Early picks are far apart, so float differences between devices cannot reorder them.
-    assert torch.equal(cuda.coreset_indices[:50], cpu.coreset_indices[:50])
+    assert torch.equal(cuda.coreset_indices_[:50], cpu.coreset_indices_[:50])
     cpu.save(tmp_path / "bank.safetensors")
     cuda.load(tmp_path / "bank.safetensors")
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from nandlib.detectors.base import MapGeometry
 from nandlib.detectors.patchcore import PatchCore
@@ -13,7 +14,7 @@ SMALL = {"resize": 64, "crop": 56, "batch_size": 2}
 def test_training_images_score_zero_and_others_positive(random_wrn50, make_images):
     train = make_images(3, seed=0)
     detector = PatchCore(backbone=random_wrn50, coreset_ratio=1.0, **SMALL).fit(train)
-    assert detector.memory_bank.shape == (3 * 49, 1024)
+    assert detector.memory_bank_.shape == (3 * 49, 1024)
     assert detector.geometry == MapGeometry(resize=64, crop=56)
     seen = detector.predict(train)
     assert seen.maps.shape == (3, 56, 56) and seen.scores.shape == (3,)
@@ -27,11 +28,11 @@ def test_coreset_fit_is_deterministic_and_batch_independent(random_wrn50, make_i
     train, test = make_images(4, seed=2), make_images(2, seed=3)
     features = PatchCore(backbone=random_wrn50, **SMALL).embed(train)
     first = PatchCore(backbone=random_wrn50, **SMALL).fit_features(features)
-    assert len(first.memory_bank) == int(4 * 49 * 0.1)
-    assert torch.equal(first.memory_bank, features[first.coreset_indices])
-    assert torch.equal(first.coreset_indices, approximate_greedy_coreset(features, 0.1))
+    assert len(first.memory_bank_) == int(4 * 49 * 0.1)
+    assert torch.equal(first.memory_bank_, features[first.coreset_indices_])
+    assert torch.equal(first.coreset_indices_, approximate_greedy_coreset(features, 0.1))
     again = PatchCore(backbone=random_wrn50, resize=64, crop=56, batch_size=8).fit(train)
-    torch.testing.assert_close(again.memory_bank, first.memory_bank)
+    torch.testing.assert_close(again.memory_bank_, first.memory_bank_)
     one, other = first.predict(test), again.predict(test)
     torch.testing.assert_close(one.scores, other.scores)
     torch.testing.assert_close(one.maps, other.maps)
@@ -42,7 +43,7 @@ def test_image_score_is_max_patch_score_and_reweighting_lowers_it(random_wrn50, 
     train, test = make_images(4, seed=4), make_images(2, seed=5)
     plain = PatchCore(backbone=random_wrn50, coreset_ratio=0.5, **SMALL).fit(train)
     prediction = plain.predict(test)
-    squared = ((plain.embed(test)[:, None, :] - plain.memory_bank[None]) ** 2).sum(-1)
+    squared = ((plain.embed(test)[:, None, :] - plain.memory_bank_[None]) ** 2).sum(-1)
     patch_scores = squared.min(1).values.view(2, 49)
     torch.testing.assert_close(prediction.scores, patch_scores.max(1).values)
     reweighted = PatchCore(backbone=random_wrn50, coreset_ratio=0.5, score="reweighted", **SMALL)
@@ -56,7 +57,7 @@ def test_save_and_load_round_trip(random_wrn50, make_images, tmp_path):
     fitted = PatchCore(backbone=random_wrn50, coreset_ratio=0.5, **SMALL).fit(train)
     fitted.save(tmp_path / "bank.safetensors")
     loaded = PatchCore(backbone=random_wrn50, coreset_ratio=0.5, **SMALL).load(tmp_path / "bank.safetensors")
-    assert torch.equal(loaded.memory_bank, fitted.memory_bank)
+    assert torch.equal(loaded.memory_bank_, fitted.memory_bank_)
     assert torch.equal(loaded.predict(test).scores, fitted.predict(test).scores)
     other = PatchCore(backbone=random_wrn50, resize=72, crop=56)
     with pytest.raises(ValueError, match="resize"):
@@ -69,9 +70,9 @@ def test_bad_input(random_wrn50, make_images, tmp_path):
     detector = PatchCore(backbone=random_wrn50, **SMALL)
     with pytest.raises(ValueError, match="images"):
         detector.fit([])
-    with pytest.raises(RuntimeError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         detector.predict(make_images(1, seed=0))
-    with pytest.raises(RuntimeError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         detector.save(tmp_path / "bank.safetensors")
     with pytest.raises(ValueError, match="coreset_ratio"):
         PatchCore(backbone=random_wrn50, coreset_ratio=1.0 / 196, **SMALL).fit(make_images(1, seed=0))

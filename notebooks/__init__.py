@@ -1,0 +1,4 @@
+"""The notebooks nandlib executes, shipped inside the package as ``nandlib.notebooks`` (pyproject's package-dir).
+
+``run_class.ipynb`` is one sweep unit; ``tables.ipynb`` and ``figure5.ipynb`` aggregate a sweep for the book.
+"""
