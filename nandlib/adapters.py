@@ -3,18 +3,28 @@
 They map a ViT block's patch tokens into CLIP's joint space, where they are compared with the text
 features (Eq. 4). The checkpoint format is the authors' (ByChelsea/VAND-APRIL-GAN ``train.py``):
 ``{"trainable_linearlayer": {"fc.0.weight", "fc.0.bias", ...}}``, so their released
-``visa_pretrained.pth`` loads as is. Book: ``method.md``, "APRIL-GAN".
+``visa_pretrained.pth`` loads as is; so does the ``"linear"`` part of a combined
+``{"clip": ..., "linear": ...}`` checkpoint (:mod:`nandlib.checkpoints`). Book: ``method.md``, "APRIL-GAN".
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nandlib.checkpoints import (
+    COMBINED_LINEAR_KEY,
+    CheckpointError,
+    as_state_dict,
+    describe,
+    load_state_dict,
+    provenance,
+    read_checkpoint,
+)
 
 CHECKPOINT_KEY = "trainable_linearlayer"
 
@@ -56,27 +66,29 @@ class Adapters(nn.Module):
         return [F.normalize(fc(t[:, 1:, :]), dim=-1) for fc, t in zip(self.fc, tokens, strict=True)]
 
     def load(self, path: str | Path) -> Adapters:
-        """Load weights from a checkpoint in the authors' format (strict: keys and shapes must match).
+        """Load weights from a checkpoint in the authors' format, or the ``"linear"`` part of a combined one
+        (strict: keys and shapes must match).
 
         Raises:
             FileNotFoundError: No file at ``path``.
-            ValueError: Not that format, or keys/shapes that do not fit these layers.
+            CheckpointError: Naming ``path`` (a ``ValueError``): empty or unreadable, neither format, or
+                keys/shapes that do not fit these layers.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint: no file at {path}")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-            raise ValueError(f"checkpoint {path}: expected a dict with key {CHECKPOINT_KEY!r}")
-        try:
-            self.load_state_dict(checkpoint[CHECKPOINT_KEY], strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not fit {len(self.fc)} adapters: {err}") from err
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        self.weights = f"checkpoint:{path} sha256:{digest}"
+        checkpoint = read_checkpoint(path)
+        keys = (CHECKPOINT_KEY, COMBINED_LINEAR_KEY)
+        found = isinstance(checkpoint, Mapping) and [key for key in keys if key in checkpoint]
+        if not found:
+            raise CheckpointError(
+                f"checkpoint {path}: expected a dict with key {CHECKPOINT_KEY!r} (the authors' format) or "
+                f"{COMBINED_LINEAR_KEY!r} (a combined checkpoint), found {describe(checkpoint)}"
+            )
+        state = as_state_dict(checkpoint[found[0]], path)
+        load_state_dict(self, state, path, "checkpoint", f"{len(self.fc)} adapters")
+        self.weights = provenance(path)
         return self
 
     def save(self, path: str | Path) -> None:
         """Save the weights in the authors' format (loadable by their ``test.py``)."""
         state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
         torch.save({CHECKPOINT_KEY: state}, Path(path))
+

@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,15 @@ from open_clip.model import resize_pos_embed
 from PIL import Image
 from torchvision import transforms
 
+from nandlib.checkpoints import (
+    COMBINED_CLIP_KEY,
+    as_state_dict,
+    file_fingerprint,
+    load_state_dict,
+    provenance,
+    read_checkpoint,
+)
+
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPEN_CLIP_DIR = str(Path(open_clip.__file__).parent)
 # Keys of OpenAI's TorchScript archives that are not parameters of an open_clip CLIP model.
@@ -29,6 +39,10 @@ _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 _VOCAB_DIRS: list[Path] = []
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt has more tokens than the text context: the tokens past it are dropped and change nothing."""
 
 
 def register_model_configs(path: str | Path = CONFIG_DIR) -> None:
@@ -61,6 +75,9 @@ class ClipBackbone:
         image_size: Square input side in pixels.
         device: Torch device the model lives on.
         precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` autocast on CUDA (as APRIL-GAN's ``test.py``).
+        weights_id: What identifies the weights in cache keys when ``weights`` does not (a checkpoint's
+            content, ``"checkpoint sha256:<64 hex> size:<bytes>"``, whatever path it was loaded from);
+            ``None``: ``weights``.
     """
 
     model: torch.nn.Module
@@ -70,6 +87,7 @@ class ClipBackbone:
     image_size: int
     device: torch.device
     precision: str = "fp32"
+    weights_id: str | None = None
     _transform: transforms.Compose = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +108,7 @@ class ClipBackbone:
     @property
     def fingerprint(self) -> str:
         """Short identifier of model, weights, input size and precision, for caches and provenance."""
-        key = f"{self.model_name}|{self.weights}|{self.image_size}"
+        key = f"{self.model_name}|{self.weights_id or self.weights}|{self.image_size}"
         if self.precision != "fp32":
             key += f"|{self.precision}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -102,7 +120,7 @@ class ClipBackbone:
             "model": self.model_name,
             "config": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
             "open_clip": open_clip.__version__,
-            "weights": self.weights,
+            "weights": self.weights_id or self.weights,
             "image_size": self.image_size,
             "precision": self.precision,
             "preprocess": "squash bicubic, CLIP mean/std",
@@ -130,12 +148,15 @@ class ClipBackbone:
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         """Raw (unnormalised) text embeddings ``[N, D]`` of ``prompts``.
 
+        Warns:
+            PromptTruncatedWarning: For each prompt longer than the text context (see :func:`tokenize`).
+
         Raises:
             ValueError: If ``prompts`` is empty or holds an empty string.
         """
         if len(prompts) == 0 or any(not p.strip() for p in prompts):
             raise ValueError("prompts: need at least one non-empty prompt")
-        tokens = self.tokenizer(list(prompts)).to(self.device)
+        tokens = tokenize(self.tokenizer, prompts).to(self.device)
         with self.autocast():
             return encode_text_truncated(self.model, tokens).float()
 
@@ -328,26 +349,21 @@ def default_layers(n_blocks: int) -> tuple[int, ...]:
     return tuple(n_blocks * quarter // 4 for quarter in (1, 2, 3, 4))
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a CLIP state dict from an open_clip checkpoint or an OpenAI TorchScript archive."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError:
-        state = torch.jit.load(path, map_location="cpu").state_dict()
-    if isinstance(state, dict) and "state_dict" in state:
+def _clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A CLIP state dict from an open_clip checkpoint, an OpenAI TorchScript archive, or the ``"clip"`` part
+    of a combined APRIL-GAN-style checkpoint (see :mod:`nandlib.checkpoints`).
+
+    Raises:
+        CheckpointError: Naming ``path``: empty, unreadable, or not a state dict.
+    """
+    state = read_checkpoint(path)
+    if isinstance(state, Mapping) and isinstance(state.get(COMBINED_CLIP_KEY), Mapping):
+        state = state[COMBINED_CLIP_KEY]
+    elif isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path}: not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS}
-    return state
-
-
-def _sha256_prefix(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    if isinstance(state, Mapping):
+        state = {k: v for k, v in state.items() if k.removeprefix("module.") not in _OPENAI_EXTRA_KEYS}
+    return as_state_dict(state, path)
 
 
 def get_tokenizer(model_name: str):
@@ -360,6 +376,41 @@ def get_tokenizer(model_name: str):
             context = open_clip.get_model_config(model_name)["text_cfg"]["context_length"]
             return WordTokenizer.from_file(vocabulary, context_length=context)
     return open_clip.get_tokenizer(model_name)
+
+
+def _token_count(tokenizer: object, text: str) -> int | None:
+    """Tokens of ``text`` before any cut, start and end included; ``None`` for tokenizers not known here."""
+    if hasattr(tokenizer, "token_count"):  # nandlib.toy.tokenizer.WordTokenizer
+        return tokenizer.token_count(text)
+    if isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) and tokenizer.reduction_fn is None:
+        return len(tokenizer.encode(text)) + 2
+    return None
+
+
+def tokenize(tokenizer: object, prompts: Sequence[str]) -> torch.Tensor:
+    """``tokenizer(prompts)``, warning for each prompt cut to the text context (77 tokens for CLIP's BPE).
+
+    Only rows that fill the context can have been cut, so the others cost nothing more. Hugging Face
+    tokenizers of some open_clip models are not checked.
+
+    Returns:
+        Token ids ``[N, context_length]``, exactly as ``tokenizer`` gives them.
+
+    Warns:
+        PromptTruncatedWarning: Naming the prompt and how many of its tokens were dropped.
+    """
+    tokens = tokenizer(list(prompts))
+    context = tokens.shape[1]
+    for row in torch.nonzero(tokens[:, -1]).flatten().tolist():
+        length = _token_count(tokenizer, prompts[row])
+        if length is not None and length > context:
+            warnings.warn(
+                f"prompt {prompts[row]!r} has {length} tokens but the text context holds {context}: its last "
+                f"{length - context} tokens are dropped and have no effect",
+                PromptTruncatedWarning,
+                stacklevel=3,
+            )
+    return tokens
 
 
 def _quiet_open_clip(record: logging.LogRecord) -> bool:
@@ -393,15 +444,17 @@ def load_clip(
     Args:
         model_name: Any name in ``open_clip.list_models()`` or a registered config.
         pretrained: open_clip pretrained tag (e.g. ``"openai"``, ``"laion400m_e31"``).
-        checkpoint: Path to a local checkpoint (open_clip state dict or OpenAI TorchScript).
+        checkpoint: Path to a local checkpoint (open_clip state dict, OpenAI TorchScript, or a combined
+            ``{"clip": ..., "linear": ...}`` one, whose ``"clip"`` part is read).
         image_size: Square input side; defaults to the config's.
         device: ``"cpu"``, ``"cuda"`` or a torch device.
         seed: Seed of the random initialisation.
         precision: ``"fp32"``; ``"fp16"`` or ``"bf16"`` autocast on CUDA only.
 
     Raises:
-        ValueError: Unknown model name, both weight sources given, or a checkpoint whose keys
-            or shapes do not fit the model.
+        ValueError: Unknown model name, or both weight sources given.
+        CheckpointError: A checkpoint that is empty, unreadable, not a state dict, or whose keys or shapes
+            do not fit the model (a ``ValueError``; the message names the file).
         FileNotFoundError: The checkpoint path does not exist.
     """
     if model_name not in open_clip.list_models():
@@ -422,20 +475,16 @@ def load_clip(
             model = open_clip.create_model(model_name, force_image_size=image_size)
         finally:
             root.removeFilter(_quiet_open_clip)
-    weights = f"random-init seed {seed}"
+    weights, weights_id = f"random-init seed {seed}", None
     if checkpoint is not None:
         path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint: no file at {path}")
-        state = _read_state_dict(path)
+        state = _clip_state_dict(path)
         resize_pos_embed(state, model)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ValueError(f"checkpoint {path} does not fit {model_name}: {err}") from err
-        weights = (
-            f"pretrained:{pretrained}" if pretrained else f"checkpoint:{path} sha256:{_sha256_prefix(path)}"
-        )
+        load_state_dict(model, state, path, "checkpoint", model_name)
+        if pretrained:
+            weights = f"pretrained:{pretrained}"
+        else:
+            weights, weights_id = provenance(path), f"checkpoint {file_fingerprint(path)}"
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     device = torch.device(device)
@@ -447,4 +496,5 @@ def load_clip(
         image_size=int(size),
         device=device,
         precision=precision,
+        weights_id=weights_id,
     )

@@ -268,7 +268,10 @@ def cache_info(root: Annotated[Path | None, typer.Option(help=ROOT_HELP)] = None
     from nandlib.cache import FeatureCache
 
     cache = FeatureCache(root)
-    groups = cache.info()
+    try:
+        groups = cache.info()
+    except NotADirectoryError as error:
+        raise _fail(error) from error
     for group in groups:
         used = datetime.fromtimestamp(group.last_used).strftime("%Y-%m-%d %H:%M") if group.entries else "-"
         what = ", ".join(
@@ -306,7 +309,7 @@ def cache_prune(
         count, freed = FeatureCache(root).prune(
             namespace=namespace, unused_days=unused_days, max_bytes=max_bytes
         )
-    except ValueError as error:
+    except (ValueError, NotADirectoryError) as error:
         raise _fail(error) from error
     typer.echo(f"deleted {count} entries, {freed / 2**20:.1f} MiB")
 

@@ -16,32 +16,36 @@ Book: ``reproducing.md``, "Outputs".
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+TEMPORARY_PATTERN = r"\..+\.[0-9a-f]{8}\.tmp"
+"""Names of :func:`atomic_write`'s temporaries (``.<name>.<8 hex>.tmp``), for cleaning up after a kill."""
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Write ``path`` through a temporary file in its folder and rename it: readers never see half a file.
 
-    The file gets the permissions the umask gives a new file (``mkstemp`` alone would leave it 0600).
+    The temporary is created with mode ``0o666`` less the umask (as any new file) and keeps it even when
+    ``write`` replaces the file (safetensors writes through its own ``0o600`` temporary).
 
     Args:
         path: Destination (its folder is created).
         write: Writes the content to the temporary path it is given.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    mode = os.fstat(descriptor).st_mode & 0o777
+    os.close(descriptor)
     try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        write(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,6 +1,7 @@
 """CLIP backbone: APRIL-GAN's layer taps, Eq. 3 text features, 518-px grid and position-embedding resize."""
 
 import logging
+import warnings
 from pathlib import Path
 
 import open_clip
@@ -8,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nandlib.backbones import default_layers, load_clip
+from nandlib.backbones import PromptTruncatedWarning, default_layers, load_clip, tokenize
+from nandlib.toy.tokenizer import WordTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +167,32 @@ def test_loading_silences_only_open_clip_messages(caplog, monkeypatch):
     messages = [record.getMessage() for record in caplog.records]
     assert "still heard" in messages and "after loading" in messages
     assert not notices & {record.getMessage() for record in from_open_clip(caplog.records)}
+
+
+def _no_warning(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return call()
+
+
+def test_prompt_longer_than_the_context_warns_naming_it_and_the_dropped_tokens(tiny):
+    fits = "a photo of a flawless bottle."
+    long = "a photo of a bottle " * 20  # 100 words: 102 tokens with start and end, CLIP's BPE holds 77
+    with pytest.warns(PromptTruncatedWarning) as caught:
+        tiny.encode_text([fits, long])
+    assert [str(w.message) for w in caught] == [
+        f"prompt {long!r} has 102 tokens but the text context holds 77: its last 25 tokens are dropped and "
+        "have no effect"
+    ]
+    exactly = "a photo of a bottle " * 15  # 75 words + start + end: fills the context, nothing is cut
+    tokens = _no_warning(lambda: tokenize(tiny.tokenizer, [fits, exactly]))
+    assert torch.equal(tokens, tiny.tokenizer([fits, exactly]))  # the tokens are the tokenizer's
+
+
+def test_toy_word_tokenizer_prompt_cut_warns():
+    tokenizer = WordTokenizer(["a", "carpet", "hole"], context_length=6)
+    prompts = ["a carpet", "a carpet hole a carpet"]
+    with pytest.warns(PromptTruncatedWarning, match=r"'a carpet hole a carpet' has 7 tokens .* its last 1 "):
+        tokens = tokenize(tokenizer, prompts)
+    assert torch.equal(tokens, tokenizer(prompts))
+    _no_warning(lambda: tokenize(tokenizer, ["a carpet hole a"]))  # 6 tokens: fits exactly

@@ -1,9 +1,12 @@
 """The feature cache: hits skip compute, every key part invalidates, writers race safely, prune works."""
 
 import copy
+import errno
 import multiprocessing
 import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import nandlib.cache as cache_module
 from nandlib.backbones import load_clip
-from nandlib.cache import FeatureCache, cache_from_setting, fingerprint, image_digest
+from nandlib.cache import CacheWriteWarning, FeatureCache, cache_from_setting, fingerprint, image_digest
 from nandlib.detectors.aprilgan import AprilGAN
 
 SETTINGS = {"model": "m", "weights": "random-init seed 0"}
@@ -231,3 +235,138 @@ def test_patchcore_reuses_cached_patch_features_for_fit_and_predict(tmp_path, mo
         assert torch.equal(run.maps, plain.maps) and torch.equal(run.scores, plain.scores)
     with pytest.raises(ValueError, match="cache"):
         PatchCore(backbone=build(None).backbone, cache=FeatureCache(tmp_path))
+
+
+def _hub_like_model_folder(root) -> list:
+    """A folder laid out like a model hub's cache entry: weights beside config and readme."""
+    snapshot = root / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    files = [snapshot / "model.safetensors", snapshot / "config.json", snapshot / "README.md"]
+    for path in files:
+        path.write_text("not a feature cache entry")
+    return files
+
+
+def test_prune_deletes_nothing_in_a_folder_the_cache_did_not_write(tmp_path):
+    files = _hub_like_model_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"not a nandlib feature cache.*\.nandlib-cache"):
+        FeatureCache(tmp_path).prune()
+    (tmp_path / ".nandlib-cache").touch()  # even marked as a cache: no folder there is the cache's
+    assert FeatureCache(tmp_path).prune() == (0, 0)
+    assert all(path.is_file() for path in files)
+    assert FeatureCache(tmp_path).info() == []
+
+
+def test_prune_leaves_files_it_did_not_write_beside_its_entries(tmp_path):
+    cache = FeatureCache(tmp_path)
+    cache.get_or_compute("demo", SETTINGS, _images(2), _Encoder())
+    folder = cache.folder("demo", SETTINGS)
+    foreign = [folder / "notes.txt", folder / "weights.safetensors"]
+    for path in foreign:
+        path.write_text("mine")
+    assert cache.prune()[0] == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "weights.safetensors"]
+
+
+@pytest.mark.parametrize("namespace", ["../..", "..", "a/../..", "."])
+def test_prune_refuses_namespace_outside_root(tmp_path, namespace):
+    root = tmp_path / "deep" / "cache"
+    cache = FeatureCache(root)
+    cache.get_or_compute("demo", SETTINGS, _images(1), _Encoder())
+    victim = tmp_path / "victim.safetensors"  # what root/../../*/*.safetensors would match
+    victim.write_text("outside the cache")
+    with pytest.raises(ValueError, match=re.escape(repr(namespace))):
+        cache.prune(namespace=namespace)
+    assert victim.is_file() and cache.info()[0].entries == 1
+
+
+def test_prune_unknown_namespace_names_the_known_ones(tmp_path):
+    cache = FeatureCache(tmp_path)
+    for namespace in ("b", "a"):
+        cache.get_or_compute(namespace, SETTINGS, _images(1), _Encoder())
+    with pytest.raises(ValueError, match=r"'bogus'.* a, b"):
+        cache.prune(namespace="bogus")
+    assert [group.entries for group in cache.info()] == [1, 1]
+
+
+def test_info_and_prune_on_a_file_root_error_naming_it(tmp_path):
+    path = tmp_path / "cache.txt"
+    path.write_text("a file")
+    for call in (FeatureCache(path).info, FeatureCache(path).prune):
+        with pytest.raises(NotADirectoryError, match=re.escape(str(path))):
+            call()
+
+
+def test_unwritable_cache_warns_once_naming_the_folder_and_computes(tmp_path):
+    (tmp_path / "file").write_text("a file where the cache root's parent should be")
+    cache, encoder, images = FeatureCache(tmp_path / "file" / "cache"), _Encoder(), _images(2)
+    with pytest.warns(CacheWriteWarning) as caught:
+        first = cache.get_or_compute("demo", SETTINGS, images, encoder)
+        again = cache.get_or_compute("demo", SETTINGS, images, encoder)
+    assert len(caught) == 1 and str(tmp_path / "file" / "cache" / "demo") in str(caught[0].message)
+    assert encoder.calls == [2, 2] and not cache.writable
+    assert torch.equal(first["rows"], encoder(images)["rows"]) and torch.equal(again["mean"], first["mean"])
+
+
+def test_full_disk_warns_with_the_os_error_and_leaves_no_temporaries(tmp_path, monkeypatch):
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "save_file", full)
+    cache, images = FeatureCache(tmp_path), _images(2)
+    with pytest.warns(CacheWriteWarning, match="No space left on device"):
+        out = cache.get_or_compute("demo", SETTINGS, images, _Encoder())
+    assert torch.equal(out["mean"], _Encoder()(images)["mean"])
+    assert sorted(p.name for p in cache.folder("demo", SETTINGS).iterdir()) == ["settings.json"]
+
+
+def test_bit_flipped_entry_is_a_miss_and_is_rewritten(tmp_path):
+    cache, encoder, images = FeatureCache(tmp_path), _Encoder(), _images(1)
+    expected = cache.get_or_compute("demo", SETTINGS, images, encoder)
+    entry = next(cache.folder("demo", SETTINGS).glob("*.safetensors"))
+    data = bytearray(entry.read_bytes())
+    data[-1] ^= 0x10  # the last tensor's last byte: still a valid file, another number
+    entry.write_bytes(bytes(data))
+    again = cache.get_or_compute("demo", SETTINGS, images, encoder)
+    assert encoder.calls == [1, 1]
+    assert all(torch.equal(again[name], expected[name]) for name in expected)
+    assert entry.read_bytes() != bytes(data)  # rewritten: the next read is a hit again
+    cache.get_or_compute("demo", SETTINGS, images, encoder)
+    assert encoder.calls == [1, 1]
+
+
+def test_stale_temporaries_are_removed_on_next_use_and_by_prune(tmp_path):
+    cache, images = FeatureCache(tmp_path), _images(1)
+    cache.get_or_compute("demo", SETTINGS, images, _Encoder())
+    folder = cache.folder("demo", SETTINGS)
+    names = [f".{'a' * 32}.safetensors.k3j_x9q0.tmp", ".settings.json.0a1b2c3d.tmp", ".tmpAb12Cd"]
+    two_hours_ago = time.time() - 7200
+
+    def leave_temporaries() -> list[Path]:
+        paths = [folder / name for name in names]
+        for path in paths:
+            path.write_bytes(b"killed mid-write")
+            os.utime(path, (two_hours_ago, two_hours_ago))
+        fresh = folder / ".settings.json.fresh123.tmp"  # a writer at work now: kept
+        fresh.write_bytes(b"")
+        return paths
+
+    stale = leave_temporaries()
+    FeatureCache(tmp_path).get_or_compute("demo", SETTINGS, images, _Encoder())  # a hit
+    assert not any(path.exists() for path in stale) and (folder / ".settings.json.fresh123.tmp").exists()
+    stale = leave_temporaries()
+    cache.prune(unused_days=100)
+    assert not any(path.exists() for path in stale) and cache.info()[0].entries == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_cache_files_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        FeatureCache(tmp_path).get_or_compute("demo", SETTINGS, _images(1), _Encoder())
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} >= {".json", ".safetensors"}
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~umask)}

@@ -13,7 +13,7 @@ from nandlib.data.classes import (
 )
 from nandlib.data.download import DEFAULT_URL, MVTEC_SHA256, DownloadError, download_mvtec
 from nandlib.data.layout import is_complete
-from nandlib.data.mvtec import MVTecClass, Sample, read_class
+from nandlib.data.mvtec import LayoutCheck, MVTecClass, Sample, check_layout, read_class
 from nandlib.data.synthetic import generate_dataset
 
 __all__ = [
@@ -23,9 +23,11 @@ __all__ = [
     "MVTEC_COUNTS",
     "MVTEC_SHA256",
     "DownloadError",
+    "LayoutCheck",
     "MVTecClass",
     "Sample",
     "anomaly_groups",
+    "check_layout",
     "download_mvtec",
     "generate_dataset",
     "grouped_classes",

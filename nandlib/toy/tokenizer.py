@@ -36,7 +36,7 @@ class WordTokenizer:
     Args:
         vocabulary: Distinct words; word ``k`` gets id ``k + 1``.
         context_length: Tokens per sentence, start and end included (longer sentences are cut, as CLIP
-            does, keeping the end token last).
+            does, keeping the end token last; :func:`nandlib.backbones.tokenize` warns when it happens).
         source: Where the vocabulary came from, named in errors.
 
     Raises:
@@ -87,6 +87,10 @@ class WordTokenizer:
                 )
             ids.append(self._ids[word])
         return [self.start_id, *ids[: self.context_length - 2], self.end_id]
+
+    def token_count(self, text: str) -> int:
+        """Tokens of one sentence before any cut to the context, start and end included."""
+        return len(words(text)) + 2
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         """Token ids ``[N, context_length]`` (int64), zero-padded, like open_clip's tokenizers."""

@@ -121,3 +121,24 @@ def test_real_sample_decodes_grayscale_and_masks(mvtec_sample: Path):
     assert mask.shape == (1024, 1024) and 0 < mask.sum() < mask.size
     good = next(s for s in read_class(mvtec_sample, "bottle").test if s.label == 0)
     assert good.mask().shape == (900, 900) and not good.mask().any()
+
+
+def test_zero_one_mask_reads_like_zero_255(tiny: Path):
+    path = tiny / "carpet" / "ground_truth" / "cut" / "000_mask.png"
+    as_255 = read_class(tiny, "carpet").test[0].mask()
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[2, 3] = mask[5, 5] = 1  # a common export format
+    Image.fromarray(mask).save(path)
+    sample = read_class(tiny, "carpet").test[0]
+    assert np.array_equal(sample.mask(), as_255) and as_255.sum() == 2
+    assert np.array_equal(sample.mask(size=4), read_class(tiny, "carpet").test[0].mask(size=4))
+
+
+@pytest.mark.parametrize("values", [(0, 128), (0, 1, 255), (0, 3, 7)])
+def test_mask_with_other_values_is_refused_naming_the_file(tiny: Path, values: tuple[int, ...]):
+    mask = np.zeros((8, 8), dtype=np.uint8)
+    mask[0, : len(values)] = values
+    Image.fromarray(mask).save(tiny / "carpet" / "ground_truth" / "cut" / "000_mask.png")
+    shown = ", ".join(map(str, values))
+    with pytest.raises(ValueError, match=rf"cut/000_mask.png: grey values \{{{shown}\}}; expected"):
+        read_class(tiny, "carpet").test[0].mask()

@@ -83,7 +83,8 @@ class PatchCore(Detector):
         memory_bank_: ``[K, target_dim]`` coreset features after :meth:`fit` or :meth:`load`.
         coreset_indices_: Indices of the memory bank rows in the fitted features (after :meth:`fit`;
             ``None`` after :meth:`load`).
-        backbone_weights: Provenance of the backbone weights.
+        backbone_weights: Provenance of the backbone weights (a file's by path and hash; cache keys and
+            saved memory banks use the file's content only, whatever its path).
         transform: Image transform (PIL → normalised tensor).
     """
 
@@ -144,9 +145,10 @@ class PatchCore(Detector):
             if weights is not None:
                 raise ValueError("weights: only for a named backbone; a ResNet module brings its own")
             self.backbone_name, self.backbone_weights = type(backbone).__name__, "module given by caller"
+            self._weights_id = self.backbone_weights
         else:
             self.backbone_name = backbone
-            backbone, self.backbone_weights = load_backbone(backbone, weights, seed)
+            backbone, self.backbone_weights, self._weights_id = load_backbone(backbone, weights, seed)
         self.cache = cache
         # channels-last: the same convolutions, faster in oneDNN on CPU (equal up to float rounding)
         self.backbone = backbone.eval().to(self.device, memory_format=torch.channels_last)
@@ -279,7 +281,7 @@ class PatchCore(Detector):
 
     def _feature_settings(self) -> dict[str, str]:
         values = {name: getattr(self, name) for name in _FEATURE_SETTINGS if name != "backbone"}
-        values["backbone"] = f"{self.backbone_name} ({self.backbone_weights})"
+        values["backbone"] = f"{self.backbone_name} ({self._weights_id})"
         return {name: json.dumps(value) for name, value in values.items()}
 
     def save(self, path: str | Path) -> None:

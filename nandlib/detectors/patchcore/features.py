@@ -16,6 +16,8 @@ import torchvision
 from torchvision import transforms
 from torchvision.models import ResNet
 
+from nandlib.checkpoints import as_state_dict, file_fingerprint, load_state_dict, provenance, read_checkpoint
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Top-level children of a torchvision ResNet whose outputs are feature maps, in forward order.
@@ -34,7 +36,7 @@ def image_transform(resize: int, crop: int) -> transforms.Compose:
     )
 
 
-def load_backbone(name: str, weights: str | Path | None, seed: int) -> tuple[ResNet, str]:
+def load_backbone(name: str, weights: str | Path | None, seed: int) -> tuple[ResNet, str, str]:
     """Build a torchvision ResNet-family model and load its weights.
 
     Args:
@@ -46,10 +48,13 @@ def load_backbone(name: str, weights: str | Path | None, seed: int) -> tuple[Res
         seed: Seed of the random initialisation; the global RNG state is left untouched.
 
     Returns:
-        The model in eval mode on CPU, and a provenance string for its weights.
+        The model in eval mode on CPU, a provenance string for its weights (with a file's path), and what
+        identifies them in cache keys (for a file, its content: ``"checkpoint sha256:<64 hex> size:<n>"``).
 
     Raises:
-        ValueError: Unknown or non-ResNet ``name``, or a state dict that does not fit the model.
+        ValueError: Unknown or non-ResNet ``name``.
+        CheckpointError: A weights file that is empty, unreadable, not a state dict, or does not fit the
+            model (a ``ValueError``; the message names the file).
         FileNotFoundError: ``weights`` is neither ``None``, ``"imagenet"`` nor an existing file.
         RuntimeError: The ImageNet weights could not be downloaded.
     """
@@ -61,7 +66,7 @@ def load_backbone(name: str, weights: str | Path | None, seed: int) -> tuple[Res
     if not isinstance(model, ResNet):
         raise ValueError(f"backbone: {name!r} is not a torchvision ResNet, the only family supported")
     if weights is None:
-        return model.eval(), f"random-init seed {seed}"
+        return model.eval(), f"random-init seed {seed}", f"random-init seed {seed}"
     if weights == "imagenet":
         imagenet = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         try:
@@ -72,23 +77,16 @@ def load_backbone(name: str, weights: str | Path | None, seed: int) -> tuple[Res
                 "pass the path of a local copy as weights= instead"
             ) from err
         model.load_state_dict(state, strict=True)
-        return model.eval(), f"torchvision:{name}.IMAGENET1K_V1"
+        return model.eval(), f"torchvision:{name}.IMAGENET1K_V1", f"torchvision:{name}.IMAGENET1K_V1"
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights: no file at {path} (give None, 'imagenet' or a state-dict path)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, "weights")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"weights {path}: not a state dict")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"weights {path}: not a torchvision {name} state dict: {err}") from err
-    from nandlib.backbones import _sha256_prefix  # imported here: it pulls in open_clip
-
-    return model.eval(), f"checkpoint:{path} sha256:{_sha256_prefix(path)}"
+    state = as_state_dict(state, path, "weights")
+    load_state_dict(model, state, path, "weights", f"torchvision {name}")
+    return model.eval(), provenance(path), f"checkpoint {file_fingerprint(path)}"
 
 
 def check_layers(layers: Sequence[str]) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from nandlib.detectors.patchcore import load_backbone
 @pytest.fixture(scope="session")
 def random_wrn50():
     """torchvision WideResNet50-2 with its default random init under seed 0 (built once)."""
-    model, _ = load_backbone("wide_resnet50_2", None, seed=0)
+    model, _, _ = load_backbone("wide_resnet50_2", None, seed=0)
     return model
 
 

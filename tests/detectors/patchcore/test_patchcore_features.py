@@ -96,7 +96,7 @@ def test_check_layers_rejects_bad_lists(layers):
 
 def test_random_backbone_is_torchvision_default_init_and_keeps_global_rng():
     state = torch.random.get_rng_state()
-    model, provenance = load_backbone("resnet18", None, seed=5)
+    model, provenance, _ = load_backbone("resnet18", None, seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)
     torch.manual_seed(5)
     expected = torchvision.models.resnet18()
@@ -107,10 +107,10 @@ def test_random_backbone_is_torchvision_default_init_and_keeps_global_rng():
 
 
 def test_backbone_from_state_dict_file(tmp_path):
-    source, _ = load_backbone("resnet18", None, seed=1)
+    source, _, _ = load_backbone("resnet18", None, seed=1)
     path = tmp_path / "resnet18.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
-    model, provenance = load_backbone("resnet18", path, seed=0)
+    model, provenance, _ = load_backbone("resnet18", path, seed=0)
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert provenance.startswith(f"checkpoint:{path} sha256:")
 
@@ -150,7 +150,7 @@ def test_imagenet_weights_are_torchvision_v1(monkeypatch):
         return source
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", fake_download)
-    model, provenance = load_backbone("resnet18", "imagenet", seed=0)
+    model, provenance, _ = load_backbone("resnet18", "imagenet", seed=0)
     assert requested == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1]
     assert torch.equal(model.fc.weight, source["fc.weight"])
     assert provenance == "torchvision:resnet18.IMAGENET1K_V1"
