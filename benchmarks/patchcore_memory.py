@@ -1,7 +1,7 @@
 """Time and peak memory of PatchCore.fit at the paper's geometry (resize 256, crop 224).
 
 Not a test. Random WideResNet50 weights and generated images; the cost does not depend on the
-weights. Prints one line per measurement. Book: ``reproducing.md``, "Hardware".
+weights. Prints one line per measurement. Book: ``reproducing.md``, "Speed".
 
     .venv/bin/python -u benchmarks/patchcore_memory.py --num-images 200 --device cpu
 """

@@ -7,7 +7,7 @@ through :func:`nandlib.run.run_unit`. Prints per class and group: Δ AUROC
 of the relabelled protocol (group added as normal), good-vs-other-defects AUROC before/after, good-vs-group
 AUROC after, ``A_sup`` specificity (:mod:`nandlib.diagnostics`), the ceiling of Δ
 (:func:`delta_ceiling`), then the texture and object averages against the issue's targets and the training
-time. With several seeds: mean ± sd. Book: ``results.md``, "Toy world".
+time. With several seeds: mean ± sd. Book: ``reproducing.md``, "Toy world".
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/toy_report.py --seeds 0,1,2 --threads 2
 """

@@ -340,7 +340,7 @@ def test_stale_temporaries_are_removed_on_next_use_and_by_prune(tmp_path):
     cache, images = FeatureCache(tmp_path), _images(1)
     cache.get_or_compute("demo", SETTINGS, images, _Encoder())
     folder = cache.folder("demo", SETTINGS)
-    names = [f".{'a' * 32}.safetensors.k3j_x9q0.tmp", ".settings.json.0a1b2c3d.tmp", ".tmpAb12Cd"]
+    names = [f".{'a' * 32}.safetensors.1f3a9c0e.tmp", ".settings.json.0a1b2c3d.tmp", ".tmpAb12Cd"]
     two_hours_ago = time.time() - 7200
 
     def leave_temporaries() -> list[Path]:
