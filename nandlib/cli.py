@@ -165,8 +165,9 @@ def run(
             if class_name is None or out is None:
                 raise ValueError("--class and --out are needed (or a --config file)")
             from nandlib.companion import prepare_data
+            from nandlib.profiles import load_profile
 
-            chosen = _profile(profile, data)
+            chosen = load_profile(profile, data_root=data)  # toy:… weights: resolved by run_unit
             base = chosen.unit(class_name, detector, prepare_data(chosen, data), out).model_dump()
         unit = parse_unit_config(
             _merge(_merge(base, changes), _overrides(set_values or [])), source="nand run"
