@@ -3,17 +3,15 @@
 Each unit is one :class:`nandlib.config.UnitConfig`, given to the run notebook (``nandlib.notebooks``,
 shipped with the package) as its one parameter ``config``. The executed notebook is kept as the unit's
 record and its results frame marks the unit finished (:class:`nandlib.outputs.OutputLayout`), so a rerun
-skips it and a crashed sweep resumes. Units run in a process pool (papermill changes the working directory
-process-wide, so no threads). Needs the ``book`` extra (papermill). Book: ``reproducing.md``.
+skips it and a crashed sweep resumes. The sweep decides which units run and reports their status; an engine
+(:mod:`nandlib.engines`, by default a pool of local processes) decides where. Needs the ``book`` extra
+(papermill). Book: ``reproducing.md``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from nandlib.config import ConfigError, Profile, UnitConfig
+from nandlib.engines import Engine, LocalEngine
 from nandlib.outputs import OutputLayout, atomic_write
 
 _KERNEL_START_ERRORS = ("Kernel didn't respond", "Address already in use", "Kernel died before replying")
@@ -105,21 +104,23 @@ def execute_notebook(source: str, output: str, parameters: dict[str, Any], retri
     return "done"
 
 
-@contextmanager
-def _shared_cores(workers: int) -> Iterator[None]:
-    """Give each of ``workers`` kernels its share of the CPU cores, unless ``OMP_NUM_THREADS`` says otherwise.
+@dataclass(frozen=True)
+class UnitTask:
+    """One unit as an engine runs it: the run notebook executed on the unit's config (picklable, pure).
 
-    Without it every kernel starts as many threads as there are cores; with two workers on two cores the
-    spinning OpenMP threads of one kernel then stall the other's (PatchCore units ran several times slower).
+    Attributes:
+        notebook: The run notebook (path).
+        config: The unit's :class:`nandlib.config.UnitConfig` as JSON.
     """
-    if workers <= 1 or "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-    try:
-        yield
-    finally:
-        del os.environ["OMP_NUM_THREADS"]
+
+    notebook: str
+    config: str
+
+    def __call__(self) -> None:
+        """Execute the notebook into the unit's run record; the notebook writes the unit's outputs."""
+        unit = UnitConfig.model_validate_json(self.config)
+        record = unit.outputs.run_record(unit.label, unit.class_name)
+        execute_notebook(self.notebook, str(record), {"config": self.config})
 
 
 def unit_configs(
@@ -157,6 +158,7 @@ def run_sweep(
     classes: Iterable[str] | None = None,
     detectors: Iterable[str] | None = None,
     workers: int = 2,
+    engine: Engine | None = None,
     run_notebook: Path | None = None,
     cache_dir: str | None = None,
 ) -> pd.DataFrame:
@@ -168,7 +170,8 @@ def run_sweep(
         out: Output folder (:class:`nandlib.outputs.OutputLayout`).
         classes: Subset of the profile's classes (default: all).
         detectors: Subset of the profile's detectors by name (default: all).
-        workers: Parallel papermill processes.
+        workers: Units at once in the default engine (:class:`nandlib.engines.LocalEngine`).
+        engine: Where units run (default: local processes).
         run_notebook: The per-class notebook to execute (default: the shipped ``run_class``).
         cache_dir: Feature cache shared by the units (``None``: default root; ``"off"``: none).
 
@@ -179,26 +182,19 @@ def run_sweep(
     layout = OutputLayout(out)
     configs = unit_configs(profile, data_root, out, classes=classes, detectors=detectors, cache_dir=cache_dir)
     status = {u: "skipped" for u in configs if layout.results(u.detector, u.class_name).is_file()}
-    todo = [u for u in configs if u not in status]
+    todo = {u: UnitTask(str(source), configs[u].to_json()) for u in configs if u not in status}
     if todo:
         check_parameters(source, {"config": ""})
-    with _shared_cores(workers), ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {
-            pool.submit(
-                execute_notebook,
-                str(source),
-                str(layout.run_record(u.detector, u.class_name)),
-                {"config": configs[u].to_json()},
-            ): u
-            for u in todo
-        }
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"sweep {profile.name}"):
-            unit = futures[future]
-            try:
-                status[unit] = future.result()
-            except Exception as err:  # noqa: BLE001 - every unit's fate is collected, none is lost
+    engine = engine or LocalEngine(workers)
+    with tqdm(total=len(configs), initial=len(status), desc=f"sweep {profile.name}", unit="unit") as bar:
+        for outcome in engine.run(todo):
+            unit = outcome.key
+            if outcome.error is None:
+                status[unit] = "done"
+            else:
                 record = layout.run_record(unit.detector, unit.class_name)
-                status[unit] = f"failed: {_describe(err)} (record: {record})"
+                status[unit] = f"failed: {_describe(outcome.error)} (record: {record})"
+            bar.update()
     frame = pd.DataFrame(
         [{"class": u.class_name, "detector": u.detector, "status": status[u]} for u in configs],
         columns=["class", "detector", "status"],

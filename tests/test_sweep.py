@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from nandlib.config import ConfigError
+from nandlib.engines import _shared_cores
 from nandlib.outputs import OutputLayout
 from nandlib.profiles import load_profile
-from nandlib.sweep import _shared_cores, run_sweep, unit_configs
+from nandlib.sweep import run_sweep, unit_configs
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_run_class.ipynb"
 
@@ -86,3 +87,51 @@ def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     with _shared_cores(2):
         assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+class RecordingEngine:
+    """An engine that runs nothing: it records the units it was given and reports one of them failed."""
+
+    def __init__(self):
+        self.given = []
+
+    def run(self, units):
+        from nandlib.engines import Outcome
+
+        self.given = sorted((u.detector, u.class_name) for u in units)
+        for key in units:
+            yield Outcome(key, RuntimeError("lost node") if key.class_name == "grid" else None)
+
+    def cancel(self):
+        pass
+
+
+def test_sweep_decides_what_runs_and_the_engine_only_where(profile, tmp_path):
+    out = tmp_path / "out"
+    OutputLayout(out).results("aprilgan", "carpet").parent.mkdir(parents=True)
+    OutputLayout(out).results("aprilgan", "carpet").write_text("class,group\ncarpet,g\n")
+    engine = RecordingEngine()
+    frame = run_sweep(
+        profile,
+        tmp_path,
+        out,
+        classes=["carpet", "grid"],
+        detectors=["aprilgan"],
+        engine=engine,
+        run_notebook=FAKE,
+    )
+    assert engine.given == [("aprilgan", "grid")]  # the finished unit never reaches the engine
+    status = dict(zip(frame["class"], frame["status"], strict=True))
+    assert status["carpet"] == "skipped"
+    assert status["grid"].startswith("failed: RuntimeError: lost node")
+
+
+def test_local_engine_reports_each_unit_and_its_error():
+    from functools import partial
+
+    from nandlib.engines import LocalEngine
+
+    units = {1: partial(int, "1"), 2: partial(int, "x")}
+    outcomes = {o.key: o.error for o in LocalEngine(2).run(units)}
+    assert outcomes[1] is None
+    assert isinstance(outcomes[2], ValueError)
