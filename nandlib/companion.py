@@ -15,8 +15,6 @@ Book: ``reproducing.md``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -28,7 +26,7 @@ import yaml
 
 from nandlib.config import Profile
 from nandlib.data import generate_dataset, is_complete
-from nandlib.outputs import OutputLayout, atomic_write
+from nandlib.outputs import OutputLayout, atomic_write, check_writable
 from nandlib.paths import datasets_dir, writable_folder
 
 BOOK_PROFILE_ENV = "NAND_BOOK_PROFILE"
@@ -65,40 +63,24 @@ def resolve_weights(profile: Profile) -> Profile:
     return resolve_toy_weights(profile, log=print)
 
 
-def output_owner(profile: Profile, root: Path) -> str:
-    """Who a generated folder belongs to: profile, dataset root and a digest of the weights it ran with.
-
-    The digest covers the ND module's and the detectors' settings with every local weight file replaced by
-    a hash of its bytes, so that retraining the toy world (same paths, new weights) or pointing the profile
-    at another checkpoint is refused by :func:`claim_output` instead of resuming units of the old weights.
-    """
-
-    def content(value: object) -> object:
-        if isinstance(value, dict):
-            return {key: content(item) for key, item in value.items()}
-        if isinstance(value, str) and Path(value).is_file():
-            return hashlib.sha256(Path(value).read_bytes()).hexdigest()
-        return value
-
-    models = profile.model_dump(include={"nd", "detectors"})
-    settings = json.dumps(content(models), sort_keys=True)
-    return f"{profile.name} {root.resolve()} weights {hashlib.sha256(settings.encode()).hexdigest()[:12]}"
-
-
-def claim_output(out: Path, owner: str) -> None:
+def claim_output(out: Path, profile: str) -> None:
     """Mark ``out`` as holding one profile's results; refuse to mix in another's.
 
+    Whether a unit's results are current (same config, data and weights) is decided per unit by the
+    sweep's fingerprints (:mod:`nandlib.fingerprints`); this only keeps two profiles' units apart.
+
     Raises:
-        RuntimeError: ``out`` holds results of another profile, dataset or weights (nothing is deleted).
+        RuntimeError: ``out`` holds results of another profile (nothing is deleted).
+        OutputError: ``out`` cannot be written.
     """
     marker = OutputLayout(out).owner
-    if marker.is_file() and marker.read_text().strip() != owner:
+    if marker.is_file() and marker.read_text().strip() != profile:
         raise RuntimeError(
-            f"{out} holds results of '{marker.read_text().strip()}', not '{owner}': "
-            f"move it away or run `make clean` (deletes it) first"
+            f"{out} holds results of profile '{marker.read_text().strip()}', not '{profile}': "
+            f"choose another output folder, move it away or run `make clean` (deletes it) first"
         )
-    writable_folder(out, "output folder")
-    atomic_write(marker, lambda p: p.write_text(owner + "\n"))
+    check_writable(out)
+    atomic_write(marker, lambda p: p.write_text(profile + "\n"))
 
 
 def aggregate(out: Path) -> None:
@@ -165,14 +147,14 @@ def build(
     generated = book_dir / "generated"
     root = prepare_data(profile, data_root)
     profile = resolve_weights(profile)
-    claim_output(generated, output_owner(profile, root))
-    ran = write_profile(profile, root, OutputLayout(generated).profile)
     status = run_sweep(profile, root, generated, workers=workers)
-    failed = status[status["status"].str.startswith("failed")]
+    failed = status[~status["status"].str.startswith(("done", "skipped"))]
     if not failed.empty:
         raise RuntimeError(
-            "sweep units failed (finished ones are kept; rerun to resume):\n" + failed.to_string(index=False)
+            "sweep units failed or are locked by another sweep (finished ones are kept; rerun to resume):\n"
+            + failed.to_string(index=False)
         )
+    ran = write_profile(profile, root, OutputLayout(generated).profile)
     aggregate(generated)
     if html:
         build_html(ran, book_dir)

@@ -11,7 +11,10 @@ skips it and a crashed sweep resumes. The sweep decides which units run and repo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,7 +25,8 @@ from tqdm import tqdm
 
 from nandlib.config import ConfigError, Profile, UnitConfig
 from nandlib.engines import Engine, LocalEngine
-from nandlib.outputs import OutputLayout, atomic_write
+from nandlib.fingerprints import UnitFingerprint, unit_fingerprint
+from nandlib.outputs import OutputLayout, atomic_write, release, remove_temporaries, try_lock
 
 _KERNEL_START_ERRORS = ("Kernel didn't respond", "Address already in use", "Kernel died before replying")
 
@@ -106,21 +110,65 @@ def execute_notebook(source: str, output: str, parameters: dict[str, Any], retri
 
 @dataclass(frozen=True)
 class UnitTask:
-    """One unit as an engine runs it: the run notebook executed on the unit's config (picklable, pure).
+    """One unit as an engine runs it (picklable, pure): the run notebook executed on the unit's config,
+    which writes the unit's outputs; then the unit's fingerprint, written last, marks it finished.
 
     Attributes:
         notebook: The run notebook (path).
         config: The unit's :class:`nandlib.config.UnitConfig` as JSON.
+        fingerprint: What the results will depend on (:meth:`UnitFingerprint.to_json`).
     """
 
     notebook: str
     config: str
+    fingerprint: str
 
     def __call__(self) -> None:
-        """Execute the notebook into the unit's run record; the notebook writes the unit's outputs."""
+        """Run the unit.
+
+        Raises:
+            RuntimeError: The notebook finished without writing the unit's results.
+        """
         unit = UnitConfig.model_validate_json(self.config)
-        record = unit.outputs.run_record(unit.label, unit.class_name)
-        execute_notebook(self.notebook, str(record), {"config": self.config})
+        layout, label, name = unit.outputs, unit.label, unit.class_name
+        execute_notebook(self.notebook, str(layout.run_record(label, name)), {"config": self.config})
+        if not layout.results(label, name).is_file():
+            raise RuntimeError(f"{self.notebook} finished without writing {layout.results(label, name)}")
+        atomic_write(layout.fingerprint(label, name), lambda p: p.write_text(self.fingerprint))
+
+
+class SweepInterrupted(Exception):
+    """The sweep was stopped by a signal; finished units are kept.
+
+    Attributes:
+        signum: The signal (``signal.SIGINT``, ``signal.SIGTERM``).
+        status: The status frame at the stop (unfinished units ``cancelled``), as :func:`run_sweep` returns.
+    """
+
+    def __init__(self, signum: int, status: pd.DataFrame | None = None) -> None:
+        super().__init__(f"sweep stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.status = status
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Turn the first SIGINT or SIGTERM into :class:`SweepInterrupted`; ignore more while stopping."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)
+        raise SweepInterrupted(signum)
+
+    previous = {each: signal.signal(each, stop) for each in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
 
 
 def unit_configs(
@@ -150,6 +198,18 @@ def unit_configs(
     }
 
 
+def _why_rerun(layout: OutputLayout, unit: Unit, now: UnitFingerprint) -> str | None:
+    """``None`` when the unit's results are finished and current; else why it runs."""
+    if not layout.results(unit.detector, unit.class_name).is_file():
+        return "new"
+    marker = layout.fingerprint(unit.detector, unit.class_name)
+    stored = UnitFingerprint.from_json(marker.read_text()) if marker.is_file() else None
+    if stored is None:
+        return "stale: unfinished or older results"
+    changed = now.changes(stored)
+    return f"stale: {' and '.join(changed)} changed" if changed else None
+
+
 def run_sweep(
     profile: Profile,
     data_root: Path,
@@ -162,12 +222,17 @@ def run_sweep(
     run_notebook: Path | None = None,
     cache_dir: str | None = None,
 ) -> pd.DataFrame:
-    """Run every unfinished unit; return one status row per unit.
+    """Run every unit whose results are missing or stale; return one status row per unit.
+
+    A unit is skipped when its finished results carry the fingerprint (:mod:`nandlib.fingerprints`) of its
+    config, data and weights as they are now; otherwise it runs again. A unit another sweep is running
+    (its lock, :meth:`OutputLayout.lock`) is left to it. SIGINT or SIGTERM cancels the queued units and
+    stops the running ones; finished ones are kept.
 
     Args:
         profile: The run profile.
         data_root: MVTec-layout dataset root.
-        out: Output folder (:class:`nandlib.outputs.OutputLayout`).
+        out: Output folder (:class:`nandlib.outputs.OutputLayout`); refused if it holds another profile's.
         classes: Subset of the profile's classes (default: all).
         detectors: Subset of the profile's detectors by name (default: all).
         workers: Units at once in the default engine (:class:`nandlib.engines.LocalEngine`).
@@ -176,27 +241,76 @@ def run_sweep(
         cache_dir: Feature cache shared by the units (``None``: default root; ``"off"``: none).
 
     Returns:
-        Frame ``class, detector, status`` (``done``, ``skipped`` — finished earlier — or ``failed: ...``).
+        Frame ``class, detector, status``; status is ``skipped`` (finished and current), ``done``,
+        ``done (rerun, stale: data changed)`` (or config, weights), ``failed: ...`` or ``locked: ...``.
+
+    Raises:
+        SweepInterrupted: On SIGINT/SIGTERM, after writing the status (unfinished units ``cancelled``).
+        RuntimeError: ``out`` holds another profile's results.
     """
+    from nandlib.companion import claim_output
+
     source = run_notebook or notebook("run_class")
     layout = OutputLayout(out)
     configs = unit_configs(profile, data_root, out, classes=classes, detectors=detectors, cache_dir=cache_dir)
-    status = {u: "skipped" for u in configs if layout.results(u.detector, u.class_name).is_file()}
-    todo = {u: UnitTask(str(source), configs[u].to_json()) for u in configs if u not in status}
-    if todo:
-        check_parameters(source, {"config": ""})
-    engine = engine or LocalEngine(workers)
-    with tqdm(total=len(configs), initial=len(status), desc=f"sweep {profile.name}", unit="unit") as bar:
-        for outcome in engine.run(todo):
-            unit = outcome.key
-            if outcome.error is None:
-                status[unit] = "done"
-            else:
-                record = layout.run_record(unit.detector, unit.class_name)
-                status[unit] = f"failed: {_describe(outcome.error)} (record: {record})"
-            bar.update()
+    claim_output(out, profile.name)
+    status: dict[Unit, str] = {}
+    locks: dict[Unit, int] = {}
+    todo: dict[Unit, UnitTask] = {}
+    try:
+        with _stopped_by_signals():
+            for unit, config in tqdm(configs.items(), desc="fingerprints", unit="unit", leave=False):
+                status[unit] = _plan_unit(layout, unit, config, str(source), locks, todo)
+            if todo:
+                check_parameters(source, {"config": ""})
+            engine = engine or LocalEngine(workers)
+            unfinished = set(todo)
+            done = len(configs) - len(todo)
+            with tqdm(total=len(configs), initial=done, desc=f"sweep {profile.name}", unit="unit") as bar:
+                for outcome in engine.run(todo):
+                    unit = outcome.key
+                    unfinished.discard(unit)
+                    if outcome.error is not None:
+                        record = layout.run_record(unit.detector, unit.class_name)
+                        status[unit] = f"failed: {_describe(outcome.error)} (record: {record})"
+                    release(locks.pop(unit))
+                    bar.update()
+    except SweepInterrupted as stop:
+        status |= {unit: "cancelled" for unit in configs if unit in todo or unit not in status}
+        stop.status = _write_status(layout, configs, status)
+        raise
+    finally:
+        for lock in locks.values():
+            release(lock)
+    return _write_status(layout, configs, status)
+
+
+def _plan_unit(
+    layout: OutputLayout, unit: Unit, config: UnitConfig, source: str, locks: dict, todo: dict
+) -> str:
+    """Decide one unit: skip it (finished and current), leave it to the sweep holding its lock, or lock
+    it, clear its stale marker and temporaries and add it to ``todo``. Returns its status if it finishes."""
+    now = unit_fingerprint(config)
+    if _why_rerun(layout, unit, now) is None:
+        return "skipped"
+    lock = try_lock(layout.lock(unit.detector, unit.class_name))
+    if lock is None:
+        return "locked: another sweep is running it (rerun when it is done)"
+    why = _why_rerun(layout, unit, now)  # the other sweep may have finished it just now
+    if why is None:
+        release(lock)
+        return "skipped"
+    locks[unit] = lock
+    for path in layout.unit_files(unit.detector, unit.class_name):
+        remove_temporaries(path)
+    layout.fingerprint(unit.detector, unit.class_name).unlink(missing_ok=True)
+    todo[unit] = UnitTask(source, config.to_json(), now.to_json())
+    return "done" if why == "new" else f"done (rerun, {why})"
+
+
+def _write_status(layout: OutputLayout, units: Iterable[Unit], status: dict[Unit, str]) -> pd.DataFrame:
     frame = pd.DataFrame(
-        [{"class": u.class_name, "detector": u.detector, "status": status[u]} for u in configs],
+        [{"class": u.class_name, "detector": u.detector, "status": status[u]} for u in units],
         columns=["class", "detector", "status"],
     )
     text = json.dumps(frame.to_dict(orient="records"), indent=1)

@@ -9,7 +9,6 @@ from nandlib.companion import (
     aggregate,
     build_html,
     claim_output,
-    output_owner,
     resolve_weights,
     write_profile,
 )
@@ -63,24 +62,10 @@ def test_the_run_notebook_takes_one_parameter():
 
 
 def test_output_folder_of_another_profile_is_not_mixed(tmp_path):
-    claim_output(tmp_path, "offline /data/a")
-    claim_output(tmp_path, "offline /data/a")
-    with pytest.raises(RuntimeError, match="offline /data/a"):
-        claim_output(tmp_path, "paper /data/mvtec")
-
-
-def test_retrained_weights_change_the_output_owner(tmp_path):
-    """Same profile, same paths, new weight bytes (a retrained toy world): the old units are not resumed."""
-    checkpoint = tmp_path / "clip.pt"
-    checkpoint.write_bytes(b"first training")
-    raw = load_profile("offline").model_dump()
-    raw["nd"]["clip"]["checkpoint"] = str(checkpoint)
-    profile = parse_profile(raw)
-    first = output_owner(profile, tmp_path)
-    assert output_owner(profile, tmp_path) == first
-    checkpoint.write_bytes(b"second training")
-    assert output_owner(profile, tmp_path) != first
-    assert output_owner(profile, tmp_path).startswith(f"offline {tmp_path.resolve()} weights ")
+    claim_output(tmp_path, "offline")
+    claim_output(tmp_path, "offline")
+    with pytest.raises(RuntimeError, match="profile 'offline', not 'paper'"):
+        claim_output(tmp_path, "paper")
 
 
 def test_book_builds_with_warnings_as_errors(swept, tmp_path):

@@ -1,12 +1,15 @@
 """The papermill sweep: every unit runs once, failures are collected, a rerun resumes."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from nandlib.config import ConfigError
+from nandlib.config import ConfigError, parse_profile
 from nandlib.engines import _shared_cores
-from nandlib.outputs import OutputLayout
+from nandlib.fingerprints import unit_fingerprint
+from nandlib.outputs import OutputLayout, release, try_lock
 from nandlib.profiles import load_profile
 from nandlib.sweep import run_sweep, unit_configs
 
@@ -107,9 +110,11 @@ class RecordingEngine:
 
 
 def test_sweep_decides_what_runs_and_the_engine_only_where(profile, tmp_path):
-    out = tmp_path / "out"
-    OutputLayout(out).results("aprilgan", "carpet").parent.mkdir(parents=True)
-    OutputLayout(out).results("aprilgan", "carpet").write_text("class,group\ncarpet,g\n")
+    out, layout = tmp_path / "out", OutputLayout(tmp_path / "out")
+    layout.results("aprilgan", "carpet").parent.mkdir(parents=True)
+    layout.results("aprilgan", "carpet").write_text("class,group\ncarpet,g\n")
+    (config,) = unit_configs(profile, tmp_path, out, classes=["carpet"], detectors=["aprilgan"]).values()
+    layout.fingerprint("aprilgan", "carpet").write_text(unit_fingerprint(config).to_json())
     engine = RecordingEngine()
     frame = run_sweep(
         profile,
@@ -135,3 +140,82 @@ def test_local_engine_reports_each_unit_and_its_error():
     outcomes = {o.key: o.error for o in LocalEngine(2).run(units)}
     assert outcomes[1] is None
     assert isinstance(outcomes[2], ValueError)
+
+
+def _dataset(root: Path) -> Path:
+    for name in ("carpet", "grid"):
+        (root / name / "train" / "good").mkdir(parents=True)
+        (root / name / "train" / "good" / "000.png").write_bytes(name.encode())
+    return root
+
+
+def test_stale_units_rerun_and_the_status_says_why(tmp_path):
+    """Changed image bytes, retrained weights (same path) or another setting rerun exactly the units they
+    touch; with nothing changed every unit is skipped."""
+    data, out, weights = _dataset(tmp_path / "data"), tmp_path / "out", tmp_path / "clip.pt"
+    weights.write_bytes(b"first training")
+    raw = load_profile("offline").model_dump()
+    raw["nd"]["clip"]["checkpoint"] = str(weights)
+
+    def sweep(**changes):
+        frame = run_sweep(
+            parse_profile({**raw, **changes}),
+            data,
+            out,
+            classes=["carpet", "grid"],
+            detectors=["aprilgan"],
+            workers=1,
+            run_notebook=FAKE,
+        )
+        return dict(zip(frame["class"], frame["status"], strict=True))
+
+    assert sweep() == {"carpet": "done", "grid": "done"}
+    assert sweep() == {"carpet": "skipped", "grid": "skipped"}
+    (data / "grid" / "train" / "good" / "000.png").write_bytes(b"other bytes")
+    assert sweep() == {"carpet": "skipped", "grid": "done (rerun, stale: data changed)"}
+    weights.write_bytes(b"second training")
+    assert set(sweep().values()) == {"done (rerun, stale: weights changed)"}
+    assert set(sweep(seed=1).values()) == {"done (rerun, stale: config changed)"}
+    assert _executions(out).count("aprilgan/grid") == 4
+    (data / "carpet" / "train" / "good" / "000.png").rename(data / "carpet" / "train" / "good" / "001.png")
+    assert sweep(seed=1)["carpet"] == "done (rerun, stale: data changed)"
+
+
+def test_results_without_a_fingerprint_are_rerun(profile, tmp_path):
+    """Results of a unit killed before its fingerprint was written (or older ones) are not trusted."""
+    data, out = _dataset(tmp_path / "data"), tmp_path / "out"
+    layout = OutputLayout(out)
+    layout.results("aprilgan", "carpet").parent.mkdir(parents=True)
+    layout.results("aprilgan", "carpet").write_text("class,group\ncarpet,g\n")
+    frame = run_sweep(profile, data, out, classes=["carpet"], detectors=["aprilgan"], run_notebook=FAKE)
+    assert list(frame["status"]) == ["done (rerun, stale: unfinished or older results)"]
+    assert layout.fingerprint("aprilgan", "carpet").is_file()
+
+
+def test_a_sweep_leaves_a_unit_locked_by_another_alone(profile, tmp_path):
+    data, out = _dataset(tmp_path / "data"), tmp_path / "out"
+    held = OutputLayout(out).lock("aprilgan", "carpet")
+    held.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl,sys;f=open({str(held)!r},'w');fcntl.flock(f,2);print(1,flush=1);sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"1"  # the other sweep holds the lock
+        frame = run_sweep(
+            profile, data, out, classes=["carpet", "grid"], detectors=["aprilgan"], run_notebook=FAKE
+        )
+        status = dict(zip(frame["class"], frame["status"], strict=True))
+        assert status["carpet"].startswith("locked: another sweep is running it")
+        assert status["grid"] == "done"
+        assert _executions(out) == ["aprilgan/grid"]
+    finally:
+        holder.communicate(b"", timeout=30)
+    lock = try_lock(held)
+    assert lock is not None  # released with its holder
+    release(lock)
