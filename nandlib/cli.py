@@ -196,10 +196,14 @@ def sweep(
     cache_dir: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads per worker.")] = None,
 ) -> None:
-    """Run the per-class notebook for every class × detector; finished units are skipped."""
+    """Run the per-class notebook for every class × detector; finished, current units are skipped.
+
+    A unit reruns when its config, data or weights changed since it finished. Ctrl-C (or SIGTERM) stops
+    the sweep and keeps the finished units; rerun to resume.
+    """
     from nandlib.companion import prepare_data
     from nandlib.config import ConfigError
-    from nandlib.sweep import run_sweep
+    from nandlib.sweep import SweepInterrupted, run_sweep
 
     _set_threads(threads)
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
@@ -214,11 +218,21 @@ def sweep(
             workers=workers,
             cache_dir=cache_dir,
         )
-    except (ConfigError, ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
+    except SweepInterrupted as stop:
+        raise _stopped(stop) from None
+    except (ConfigError, ValueError, OSError, RuntimeError) as error:
         raise _fail(error) from error
     typer.echo(status.to_string(index=False))
-    if status["status"].str.startswith("failed").any():
+    if not status["status"].str.startswith(("done", "skipped")).all():
         raise typer.Exit(code=1)
+
+
+def _stopped(stop) -> typer.Exit:
+    """Print the status of a sweep stopped by a signal; the exit is 128 + the signal (130 for Ctrl-C)."""
+    if stop.status is not None:
+        typer.echo(stop.status.to_string(index=False))
+    typer.echo(f"{stop}: finished units are kept; rerun to resume", err=True)
+    return typer.Exit(code=128 + stop.signum)
 
 
 @app.command()
@@ -250,10 +264,13 @@ def book(
     """Sweep, aggregate and build the Jupyter Book into _build/html (what `make book` runs)."""
     from nandlib.companion import build
     from nandlib.profiles import load_profile
+    from nandlib.sweep import SweepInterrupted
 
     try:
         build(load_profile(profile, data_root=data), book_dir, data, workers=workers)
-    except (RuntimeError, FileNotFoundError, ValueError, PermissionError) as error:
+    except SweepInterrupted as stop:
+        raise _stopped(stop) from None
+    except (RuntimeError, OSError, ValueError) as error:
         raise _fail(error) from error
     typer.echo(f"book built: {book_dir.parent / '_build' / 'html' / 'index.html'}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -84,22 +85,29 @@ def _describe(err: Exception) -> str:
 def execute_notebook(source: str, output: str, parameters: dict[str, Any], retries: int = 2) -> str:
     """Execute a notebook with papermill, retrying when the kernel fails to start.
 
+    The kernel talks to papermill over local (IPC) sockets in a temporary folder of its own: over TCP,
+    ipykernel warns in every kernel's log that the traffic is unencrypted.
+
     Returns:
         ``"done"``; raises the papermill error when a cell fails.
     """
     papermill = _papermill()
+    from traitlets.config import Config
+
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
         try:
-            papermill.execute_notebook(
-                source,
-                output,
-                parameters=parameters,
-                kernel_name="python3",
-                start_timeout=180,
-                progress_bar=False,
-                cwd=str(Path(output).parent),
-            )
+            with tempfile.TemporaryDirectory(prefix="nand-kernel-") as sockets:
+                papermill.execute_notebook(
+                    source,
+                    output,
+                    parameters=parameters,
+                    kernel_name="python3",
+                    start_timeout=180,
+                    progress_bar=False,
+                    cwd=str(Path(output).parent),
+                    config=Config(KernelManager={"transport": "ipc", "ip": f"{sockets}/kernel"}),
+                )
             break
         except (RuntimeError, TimeoutError) as err:
             if attempt == retries or not any(s in str(err) for s in _KERNEL_START_ERRORS):
@@ -257,14 +265,15 @@ def run_sweep(
     status: dict[Unit, str] = {}
     locks: dict[Unit, int] = {}
     todo: dict[Unit, UnitTask] = {}
+    unfinished: set[Unit] = set()
     try:
         with _stopped_by_signals():
-            for unit, config in tqdm(configs.items(), desc="fingerprints", unit="unit", leave=False):
+            for unit, config in configs.items():
                 status[unit] = _plan_unit(layout, unit, config, str(source), locks, todo)
             if todo:
                 check_parameters(source, {"config": ""})
             engine = engine or LocalEngine(workers)
-            unfinished = set(todo)
+            unfinished |= set(todo)
             done = len(configs) - len(todo)
             with tqdm(total=len(configs), initial=done, desc=f"sweep {profile.name}", unit="unit") as bar:
                 for outcome in engine.run(todo):
@@ -276,7 +285,7 @@ def run_sweep(
                     release(locks.pop(unit))
                     bar.update()
     except SweepInterrupted as stop:
-        status |= {unit: "cancelled" for unit in configs if unit in todo or unit not in status}
+        status |= {unit: "cancelled" for unit in configs if unit in unfinished or unit not in status}
         stop.status = _write_status(layout, configs, status)
         raise
     finally:

@@ -34,11 +34,15 @@ def test_unit_configs_come_from_the_profile(profile, tmp_path):
     assert Path(config.output_dir).is_absolute()
 
 
-def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path):
+def test_sweep_runs_each_unit_once_and_resumes(profile, tmp_path, capfd):
     out = tmp_path / "out"
     sweep = dict(classes=["carpet", "grid"], detectors=["aprilgan", "winclip-1"], run_notebook=FAKE)
     first = run_sweep(profile, tmp_path, out, workers=2, **sweep)
     assert set(first["status"]) == {"done"}
+    log = capfd.readouterr().err
+    assert "without encryption" not in log  # kernels on local sockets, not TCP (issue 17)
+    assert "sweep offline: 100%" in log and "4/4" in log  # one bar over the units, done/total
+    assert "fingerprints" not in log
     assert sorted(_executions(out)) == [
         "aprilgan/carpet",
         "aprilgan/grid",
