@@ -18,7 +18,11 @@ from nandlib.data import (
     generate_dataset,
 )
 
-app = typer.Typer(help="NAND companion: data, runs, sweeps and tables.", no_args_is_help=True)
+app = typer.Typer(
+    help="NAND companion: data, runs, sweeps and tables.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # click's help: wrapped at the terminal's width, never cut
+)
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -33,7 +37,7 @@ def synth(
     classes: Annotated[str, typer.Option(help="Comma-separated MVTec AD classes, or 'all'.")] = "all",
     seed: Annotated[int, typer.Option(help="Base seed; each image's seed derives from it.")] = 0,
     scale: Annotated[str, typer.Option(help="'small' or 'paper' (MVTec AD's image counts).")] = "small",
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
+    size: Annotated[int, typer.Option(min=1, help="Image side in pixels.")] = 128,
 ) -> None:
     """Generate a synthetic dataset in MVTec AD's layout (book: reproducing.md, "Synthetic data")."""
     names = list(MVTEC_CLASSES) if classes == "all" else [c.strip() for c in classes.split(",") if c.strip()]
@@ -178,7 +182,7 @@ def run(
         from nandlib.run import run_unit
 
         frame = run_unit(unit)
-    except (ConfigError, ValueError, FileNotFoundError, PermissionError) as error:
+    except (ConfigError, ValueError, OSError) as error:
         raise _fail(error) from error
     typer.echo(frame.round(3).to_string(index=False))
 
@@ -275,7 +279,9 @@ def book(
     typer.echo(f"book built: {book_dir.parent / '_build' / 'html' / 'index.html'}")
 
 
-cache_app = typer.Typer(help="The on-disk feature cache (book: reproducing.md, 'Feature cache').")
+cache_app = typer.Typer(
+    help="The on-disk feature cache (book: reproducing.md, 'Feature cache').", rich_markup_mode=None
+)
 app.add_typer(cache_app, name="cache")
 ROOT_HELP = "Cache folder (default $NAND_CACHE_DIR or <user data folder>/cache)."
 
@@ -332,7 +338,9 @@ def cache_prune(
     typer.echo(f"deleted {count} entries, {freed / 2**20:.1f} MiB")
 
 
-toy_app = typer.Typer(help="The toy world: everything trained here, in minutes (book: reproducing.md).")
+toy_app = typer.Typer(
+    help="The toy world: everything trained here, in minutes (book: reproducing.md).", rich_markup_mode=None
+)
 app.add_typer(toy_app, name="toy")
 
 
@@ -403,7 +411,7 @@ def train_adapters_command(
     model: Annotated[str, typer.Option(help="CLIP model (open_clip or registered config).")] = "ViT-L-14-336",
     pretrained: Annotated[str | None, typer.Option(help="open_clip tag, e.g. openai.")] = None,
     clip_checkpoint: Annotated[Path | None, typer.Option(help="Local CLIP weights.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size (APRIL-GAN: 518).")] = None,
+    image_size: Annotated[int | None, typer.Option(min=1, help="Input size (APRIL-GAN: 518).")] = None,
     layers: Annotated[str | None, typer.Option(help="Comma-separated blocks (default L/4..L).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (authors: 15 on VisA).")] = 15,
     batch_size: Annotated[int, typer.Option(help="Images per step (authors: 8).")] = 8,

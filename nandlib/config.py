@@ -45,6 +45,25 @@ def _known_device(device: str) -> str:
     return device
 
 
+def _visible_device(device: str) -> str:
+    """Refuse a GPU that torch cannot see (for units, which run here; a profile may name one)."""
+    if device == "cpu":
+        return device
+    import torch
+
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("'mps': torch sees no Apple GPU (torch.backends.mps.is_available() is False)")
+    if device.startswith("cuda"):
+        index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{device!r}: torch sees no CUDA GPU (torch.cuda.is_available() is False); use cpu"
+            )
+        if index >= count:
+            raise ValueError(f"{device!r}: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
+
+
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Annotated[str, AfterValidator(_known_device)]
 
@@ -165,7 +184,7 @@ class UnitConfig(Settings):
         detector: The detector NAND wraps.
         profile: Profile name and description (provenance).
         seed: Seed of random initialisation and of few-shot reference choice.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; refused when torch cannot see that device.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast of the CLIP models (CUDA only).
         batch_size: Test images per forward pass.
         cache_dir: Feature cache folder (:func:`nandlib.cache.cache_from_setting`): ``None`` for the default,
@@ -191,6 +210,11 @@ class UnitConfig(Settings):
     @classmethod
     def _known_class(cls, class_name: str) -> str:
         return check_class(class_name)
+
+    @field_validator("device")
+    @classmethod
+    def _device_here(cls, device: str) -> str:
+        return _visible_device(device)
 
     @model_validator(mode="after")
     def _phrases_name_groups(self) -> UnitConfig:

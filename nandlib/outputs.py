@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     except OSError as error:
         raise OutputError(error.errno, f"cannot write {path}: {_why(error, path)}", str(path)) from error
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # gone (renamed), never made, or its folder unusable
+            tmp.unlink()
     return path
 
 

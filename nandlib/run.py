@@ -3,15 +3,18 @@
 A unit is one :class:`nandlib.config.UnitConfig`. The detector is built through the registry
 (:mod:`nandlib.detectors.registry`) and fitted on ``train/good``; the test images are encoded once
 (:class:`nandlib.evaluation.ClassEvaluation`) and each group then costs one text encoding and a cheap
-suppression map. Outputs follow :class:`nandlib.outputs.OutputLayout`: results (written last: their
-presence marks the unit finished), Fig. 5 examples, provenance and diagnostics, each written atomically.
-Book: ``protocol.md`` and ``reproducing.md``.
+suppression map. The class folder is checked first (:func:`nandlib.data.check_layout`): a class that
+cannot run fails before anything is encoded, a group without test images is skipped with a
+:class:`LayoutWarning`. The output folders are checked writable before the work too. Outputs follow
+:class:`nandlib.outputs.OutputLayout`: results (written last), Fig. 5 examples, provenance and
+diagnostics, each written atomically. Book: ``protocol.md`` and ``reproducing.md``.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,14 +23,18 @@ import torch
 from nandlib import provenance
 from nandlib.cache import FeatureCache, cache_from_setting
 from nandlib.config import UnitConfig
-from nandlib.data import read_class
+from nandlib.data import check_layout, read_class
 from nandlib.detectors.aprilgan import AprilGAN
 from nandlib.detectors.base import Detector
 from nandlib.detectors.registry import BuildContext, clip_from_spec
 from nandlib.evaluation import ClassEvaluation, ClassResults, LazyImages
 from nandlib.geometry import EVAL_SIZE, crop_image
 from nandlib.nand import NormalityDetector
-from nandlib.outputs import atomic_write
+from nandlib.outputs import atomic_write, check_writable
+
+
+class LayoutWarning(UserWarning):
+    """Part of a class cannot be run (a Table 1 group without test images, an empty folder); the rest runs."""
 
 
 def build_nd(cfg: UnitConfig, cache: FeatureCache | None = None) -> NormalityDetector:
@@ -63,10 +70,23 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
 
     Returns:
         The class's tidy results frame (:data:`nandlib.protocol.RESULT_COLUMNS`).
+
+    Raises:
+        ValueError: The class folder cannot be run (every problem named), before any model is built.
+        OutputError: An output folder or file cannot be written (before the work, or at the end), named.
     """
     from nandlib.toy.train import resolve_toy_weights
 
     started = time.perf_counter()
+    folder = check_layout(cfg.data_root, cfg.class_name)
+    folder.raise_for_problems()
+    for note in folder.notes:
+        warnings.warn(f"{cfg.class_name}: {note}", LayoutWarning, stacklevel=2)
+    for path in (
+        cfg.outputs.results(cfg.label, cfg.class_name),
+        cfg.outputs.diagnostics(cfg.label, cfg.class_name),
+    ):
+        check_writable(path.parent)
     cfg = resolve_toy_weights(cfg, log=print)
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)
@@ -82,7 +102,8 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         batch_size=cfg.batch_size,
         progress=f"{cfg.label}/{cfg.class_name}" if progress else None,
     )
-    results = evaluation.results(evaluation.normalities(cfg.phrases))
+    normalities = evaluation.normalities(cfg.phrases)
+    results = evaluation.results({g: n for g, n in normalities.items() if g not in folder.missing_groups})
     record = _provenance(cfg, nd, detector, time.perf_counter() - started, cache)
     _write_outputs(cfg, evaluation, results, record)
     return results.frame

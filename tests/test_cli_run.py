@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -72,6 +73,12 @@ def test_a_shown_config_runs_as_given(synth_root, tmp_path):
         (["--class", "carpet", "--set", "nd.clip.modle=x"], "nd.clip.modle"),
         (["--class", "carpet", "--batch-size", "0"], "batch-size"),
         (["--class", "carpet", "--set", "phrases={scratch: [a scratch]}"], "scratch"),
+        (["--class", "carpet", "--set", "nd.clip.image_size=0"], "nd.clip.image_size"),
+        pytest.param(
+            ["--class", "carpet", "--device", "cuda"],
+            "device: 'cuda': torch sees no CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible"),
+        ),
     ],
 )
 def test_bad_input_names_the_parameter(synth_root, tmp_path, args, named):
@@ -88,3 +95,25 @@ def test_missing_dataset_is_named(tmp_path):
     )
     assert result.exit_code == 1
     assert "nowhere" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train-adapters", "--data", ".", "--out", "x.pt"], ["synth", "--out", "x"]],
+    ids=["train", "synth"],
+)
+def test_image_size_zero_is_refused_naming_the_option(args, tmp_path):
+    option = "--image-size" if args[0] == "train-adapters" else "--size"
+    result = CliRunner().invoke(app, [*args, option, "0"])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.output
+
+
+@pytest.mark.parametrize("command", [["run"], ["sweep"], ["cache", "prune"], ["toy", "train"]])
+def test_help_is_wrapped_not_cut_at_80_columns(command):
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    assert "…" not in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    if command == ["run"]:
+        assert "(results/<detector>/<class>.csv" in result.output  # whole, not cut

@@ -1,0 +1,123 @@
+"""run_unit and `nand run` on bad input: incomplete classes and unwritable outputs fail before the work."""
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nandlib.backbones import ClipBackbone
+from nandlib.cli import app
+from nandlib.outputs import OutputError
+from nandlib.run import LayoutWarning, run_unit
+
+
+@pytest.fixture
+def encodings(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    original = ClipBackbone.encode_image_layers
+
+    def counted(self, images, layers):
+        calls.append(len(images))
+        return original(self, images, layers)
+
+    monkeypatch.setattr(ClipBackbone, "encode_image_layers", counted)
+    return calls
+
+
+@pytest.fixture
+def data(synth_root, tmp_path) -> Path:
+    """A copy of the synthetic carpet, to take folders out of."""
+    return Path(shutil.copytree(synth_root / "carpet", tmp_path / "data" / "carpet")).parent
+
+
+def _fail_writes_under(monkeypatch, folder: Path, code: int, only: str = "") -> None:
+    """Make every file opened under ``folder`` (whose path contains ``only``) fail with ``code``."""
+    real_open = os.open
+
+    def failing_open(path, *args, **kwargs):
+        if str(path).startswith(str(folder)) and only in str(path):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", failing_open)
+
+
+def test_missing_group_is_warned_about_and_the_others_run(data, tiny_unit, tmp_path):
+    shutil.rmtree(data / "carpet" / "test" / "color")
+    with pytest.warns(LayoutWarning, match="group 'color' has no test images"):
+        frame = run_unit(tiny_unit(tmp_path / "out", data_root=str(data), cache_dir="off"), progress=False)
+    assert sorted(frame["group"]) == ["cut", "metal", "thread"]
+
+
+@pytest.mark.parametrize(
+    ("remove", "named"),
+    [("train/good", "train/good"), ("test/[!g]*", "only good test images")],
+)
+def test_unusable_class_fails_before_any_encoding(data, tiny_unit, tmp_path, encodings, remove, named):
+    for folder in (data / "carpet").glob(remove):
+        shutil.rmtree(folder)
+    with pytest.raises(ValueError, match=named):
+        run_unit(tiny_unit(tmp_path / "out", data_root=str(data), cache_dir="off"), progress=False)
+    assert encodings == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_unwritable_output_fails_before_any_encoding(tiny_unit, tmp_path, monkeypatch, encodings, code):
+    out = tmp_path / "out"
+    _fail_writes_under(monkeypatch, out, code)
+    with pytest.raises(OutputError, match=f"cannot write {out}/results/aprilgan/"):
+        run_unit(tiny_unit(out, cache_dir="off"), progress=False)
+    assert encodings == []
+
+
+def test_a_file_in_place_of_the_output_folder_is_named_before_any_encoding(tiny_unit, tmp_path, encodings):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(OutputError, match=f"{tmp_path / 'out'} is a file, not a folder"):
+        run_unit(tiny_unit(tmp_path / "out", cache_dir="off"), progress=False)
+    assert encodings == []
+
+
+def _unit_file(tiny_unit, tmp_path, out: Path) -> Path:
+    path = tmp_path / "unit.yaml"
+    path.write_text(yaml.safe_dump(tiny_unit(out, cache_dir="off").model_dump(mode="json")))
+    return path
+
+
+def test_nand_run_names_an_unwritable_output_without_a_traceback(tiny_unit, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _fail_writes_under(monkeypatch, out, errno.ENOSPC)
+    result = CliRunner().invoke(app, ["run", "--config", str(_unit_file(tiny_unit, tmp_path, out))])
+    assert result.exit_code == 1
+    assert f"Error: cannot write {out}/results/aprilgan/" in result.output
+    assert "no space left on the device" in result.output and "Traceback" not in result.output
+
+
+def test_a_write_error_at_the_end_names_the_file_without_a_traceback(tiny_unit, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _fail_writes_under(monkeypatch, out, errno.ENOSPC, only="results/aprilgan/.carpet.csv")  # written last
+    result = CliRunner().invoke(app, ["run", "--config", str(_unit_file(tiny_unit, tmp_path, out))])
+    assert result.exit_code == 1
+    target = out / "results" / "aprilgan" / "carpet.csv"
+    assert f"Error: cannot write {target}: no space left on the device" in result.output
+    assert "Traceback" not in result.output
+    assert not target.exists() and not list(target.parent.glob(".carpet.csv.*.tmp"))
+    assert pd.read_csv(out / "diagnostics" / "aprilgan" / "carpet.csv").shape[0] == 4  # the rest was written
+
+
+def test_run_notebook_by_hand_refuses_an_unknown_parameter(tiny_unit, tmp_path):
+    """papermill only warns about a parameter the notebook does not declare; the notebook itself refuses."""
+    import papermill
+
+    from nandlib.sweep import notebook
+
+    parameters = {"config": tiny_unit(tmp_path / "out", cache_dir="off").to_json(), "clas_name": "grid"}
+    with pytest.raises(papermill.PapermillExecutionError, match=r"unknown parameters \['clas_name'\]"):
+        papermill.execute_notebook(
+            str(notebook("run_class")), str(tmp_path / "run.ipynb"), parameters, kernel_name="python3"
+        )
+    assert not (tmp_path / "out" / "results").exists()  # refused before the unit ran
