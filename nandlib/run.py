@@ -5,7 +5,8 @@ A unit is one :class:`nandlib.config.UnitConfig`. The detector is built through 
 (:class:`nandlib.evaluation.ClassEvaluation`) and each group then costs one text encoding and a cheap
 suppression map. The class folder is checked first (:func:`nandlib.data.check_layout`): a class that
 cannot run fails before anything is encoded, a group without test images is skipped with a
-:class:`LayoutWarning`. The output folders are checked writable before the work too. Outputs follow
+:class:`LayoutWarning`. The output folders are checked writable before the work too, and temporaries a
+killed earlier run of the unit left are removed. Outputs follow
 :class:`nandlib.outputs.OutputLayout`: results (written last), Fig. 5 examples, provenance and
 diagnostics, each written atomically. Book: ``protocol.md`` and ``reproducing.md``.
 """
@@ -30,7 +31,7 @@ from nandlib.detectors.registry import BuildContext, clip_from_spec
 from nandlib.evaluation import ClassEvaluation, ClassResults, LazyImages
 from nandlib.geometry import EVAL_SIZE, crop_image
 from nandlib.nand import NormalityDetector
-from nandlib.outputs import atomic_write, check_writable
+from nandlib.outputs import atomic_write, check_writable, remove_temporaries
 
 
 class LayoutWarning(UserWarning):
@@ -87,6 +88,8 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         cfg.outputs.diagnostics(cfg.label, cfg.class_name),
     ):
         check_writable(path.parent)
+    for path in cfg.outputs.unit_files(cfg.label, cfg.class_name):
+        remove_temporaries(path)  # of a killed earlier run of this unit
     cfg = resolve_toy_weights(cfg, log=print)
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)

@@ -121,3 +121,19 @@ def test_run_notebook_by_hand_refuses_an_unknown_parameter(tiny_unit, tmp_path):
             str(notebook("run_class")), str(tmp_path / "run.ipynb"), parameters, kernel_name="python3"
         )
     assert not (tmp_path / "out" / "results").exists()  # refused before the unit ran
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(tiny_unit, tmp_path):
+    config = tiny_unit(tmp_path / "out", cache_dir="off")
+    layout = config.outputs
+    left = [
+        layout.results("aprilgan", "carpet").with_name(".carpet.csv.0123abcd.tmp"),
+        layout.examples("aprilgan", "carpet").with_name(".carpet.examples.npz.89abcdef.tmp"),
+    ]
+    other = layout.results("aprilgan", "bottle").with_name(".bottle.csv.0123abcd.tmp")  # another unit's
+    for path in [*left, other]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
+    run_unit(config, progress=False)
+    assert not any(path.exists() for path in left)
+    assert other.exists()

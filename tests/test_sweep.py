@@ -223,3 +223,13 @@ def test_a_sweep_leaves_a_unit_locked_by_another_alone(profile, tmp_path):
     lock = try_lock(held)
     assert lock is not None  # released with its holder
     release(lock)
+
+
+def test_a_rerun_unit_loses_the_temporaries_of_a_killed_sweep(profile, tmp_path):
+    data, out = _dataset(tmp_path / "data"), tmp_path / "out"
+    layout = OutputLayout(out)
+    left = layout.fingerprint("aprilgan", "carpet").with_name(".carpet.fingerprint.0123abcd.tmp")
+    left.parent.mkdir(parents=True)
+    left.write_text("half")
+    run_sweep(profile, data, out, classes=["carpet"], detectors=["aprilgan"], run_notebook=FAKE)
+    assert not left.exists() and layout.fingerprint("aprilgan", "carpet").is_file()
