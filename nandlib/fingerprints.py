@@ -81,13 +81,23 @@ def data_digest(root: str | Path, class_name: str) -> str:
     return _digest([[str(p.relative_to(folder)), str(file_fingerprint(p))] for p in files])
 
 
-def unit_fingerprint(config: UnitConfig) -> UnitFingerprint:
-    """The fingerprint of ``config``'s unit as it would run now."""
+def unit_fingerprint(
+    config: UnitConfig, data_digests: dict[tuple[str, str], str] | None = None
+) -> UnitFingerprint:
+    """The fingerprint of ``config``'s unit as it would run now.
+
+    Args:
+        config: The unit's config.
+        data_digests: Class data digests already computed, by (data root, class), filled in here: a sweep
+            passes one dict for all its units, so each class folder is read once.
+    """
     settings = config.model_dump(mode="json")
     for key in COSMETIC_KEYS:
         settings.pop(key, None)
+    known = {} if data_digests is None else data_digests
+    key = (config.data_root, config.class_name)
+    if key not in known:
+        known[key] = data_digest(*key)
     return UnitFingerprint(
-        config=_digest(_without_files(settings)),
-        data=data_digest(config.data_root, config.class_name),
-        weights=_digest(_weight_files(settings)),
+        config=_digest(_without_files(settings)), data=known[key], weights=_digest(_weight_files(settings))
     )

@@ -268,8 +268,10 @@ def run_sweep(
     unfinished: set[Unit] = set()
     try:
         with _stopped_by_signals():
+            digests: dict[tuple[str, str], str] = {}  # each class's data read once per sweep
             for unit, config in configs.items():
-                status[unit] = _plan_unit(layout, unit, config, str(source), locks, todo)
+                now = unit_fingerprint(config, digests)
+                status[unit] = _plan_unit(layout, unit, now, config, str(source), locks, todo)
             if todo:
                 check_parameters(source, {"config": ""})
             engine = engine or LocalEngine(workers)
@@ -295,11 +297,16 @@ def run_sweep(
 
 
 def _plan_unit(
-    layout: OutputLayout, unit: Unit, config: UnitConfig, source: str, locks: dict, todo: dict
+    layout: OutputLayout,
+    unit: Unit,
+    now: UnitFingerprint,
+    config: UnitConfig,
+    source: str,
+    locks: dict,
+    todo: dict,
 ) -> str:
     """Decide one unit: skip it (finished and current), leave it to the sweep holding its lock, or lock
     it, clear its stale marker and temporaries and add it to ``todo``. Returns its status if it finishes."""
-    now = unit_fingerprint(config)
     if _why_rerun(layout, unit, now) is None:
         return "skipped"
     lock = try_lock(layout.lock(unit.detector, unit.class_name))
