@@ -11,6 +11,8 @@ skips it and a crashed sweep resumes. The sweep decides which units run and repo
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -82,6 +84,19 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"[:300]
 
 
+_SOCKETS_PREFIX = "nand-kernel-"
+
+
+def _remove_sockets_of_dead_processes() -> None:
+    """Delete kernel socket folders whose process was killed (``nand-kernel-<pid>-*`` in the temp folder)."""
+    import psutil
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{_SOCKETS_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_SOCKETS_PREFIX).partition("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def execute_notebook(source: str, output: str, parameters: dict[str, Any], retries: int = 2) -> str:
     """Execute a notebook with papermill, retrying when the kernel fails to start.
 
@@ -95,9 +110,10 @@ def execute_notebook(source: str, output: str, parameters: dict[str, Any], retri
     from traitlets.config import Config
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
+    _remove_sockets_of_dead_processes()
     for attempt in range(retries + 1):
         try:
-            with tempfile.TemporaryDirectory(prefix="nand-kernel-") as sockets:
+            with tempfile.TemporaryDirectory(prefix=f"{_SOCKETS_PREFIX}{os.getpid()}-") as sockets:
                 papermill.execute_notebook(
                     source,
                     output,
@@ -262,6 +278,7 @@ def run_sweep(
     layout = OutputLayout(out)
     configs = unit_configs(profile, data_root, out, classes=classes, detectors=detectors, cache_dir=cache_dir)
     claim_output(out, profile.name)
+    engine = engine or LocalEngine(workers)
     status: dict[Unit, str] = {}
     locks: dict[Unit, int] = {}
     todo: dict[Unit, UnitTask] = {}
@@ -274,7 +291,6 @@ def run_sweep(
                 status[unit] = _plan_unit(layout, unit, now, config, str(source), locks, todo)
             if todo:
                 check_parameters(source, {"config": ""})
-            engine = engine or LocalEngine(workers)
             unfinished |= set(todo)
             done = len(configs) - len(todo)
             with tqdm(total=len(configs), initial=done, desc=f"sweep {profile.name}", unit="unit") as bar:
@@ -287,6 +303,7 @@ def run_sweep(
                     release(locks.pop(unit))
                     bar.update()
     except SweepInterrupted as stop:
+        engine.cancel()
         status |= {unit: "cancelled" for unit in configs if unit in unfinished or unit not in status}
         stop.status = _write_status(layout, configs, status)
         raise

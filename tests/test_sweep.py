@@ -1,5 +1,6 @@
 """The papermill sweep: every unit runs once, failures are collected, a rerun resumes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,8 +83,6 @@ def test_unknown_detector_is_named(profile, tmp_path):
 
 
 def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
-    import os
-
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     with _shared_cores(2):
@@ -233,3 +232,19 @@ def test_a_rerun_unit_loses_the_temporaries_of_a_killed_sweep(profile, tmp_path)
     left.write_text("half")
     run_sweep(profile, data, out, classes=["carpet"], detectors=["aprilgan"], run_notebook=FAKE)
     assert not left.exists() and layout.fingerprint("aprilgan", "carpet").is_file()
+
+
+def test_kernel_sockets_of_killed_workers_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    from nandlib.sweep import _remove_sockets_of_dead_processes
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed, alive = tmp_path / f"nand-kernel-{dead.pid}-x1", tmp_path / f"nand-kernel-{os.getpid()}-x2"
+    for folder in (killed, alive):
+        folder.mkdir()
+        (folder / "kernel-1").write_text("")
+    _remove_sockets_of_dead_processes()
+    assert not killed.exists() and alive.exists()

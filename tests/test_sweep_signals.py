@@ -4,12 +4,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from nandlib.outputs import OutputLayout, release, try_lock
+from nandlib.sweep import _remove_sockets_of_dead_processes
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_run_class.ipynb"
 # The CLI with the sweep's run notebook replaced by the fake one (sleeps in the classes of NAND_TEST_SLOW_ON).
@@ -118,3 +120,6 @@ def test_killed_sweep_leaves_no_workers_or_kernels_and_no_locks(tmp_path):
         lock = try_lock(OutputLayout(tmp_path / "out").lock("aprilgan", name))
         assert lock is not None  # a new sweep can run the unit
         release(lock)
+    _remove_sockets_of_dead_processes()  # what the next sweep's units do first
+    workers = pids[1::2]
+    assert not [p for w in workers for p in Path(tempfile.gettempdir()).glob(f"nand-kernel-{w}-*")]
