@@ -91,9 +91,15 @@ def _remove_sockets_of_dead_processes() -> None:
     """Delete kernel socket folders whose process was killed (``nand-kernel-<pid>-*`` in the temp folder)."""
     import psutil
 
+    def dead(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
+        except psutil.NoSuchProcess:
+            return True
+
     for folder in Path(tempfile.gettempdir()).glob(f"{_SOCKETS_PREFIX}*-*"):
         pid = folder.name.removeprefix(_SOCKETS_PREFIX).partition("-")[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+        if pid.isdigit() and dead(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 
