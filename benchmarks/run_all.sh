@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 log=${1:-/tmp/nand-benchmarks.log}
 python=${PYTHON:-.venv/bin/python}
 {
-  for script in prompt_loop nand_overhead throughput warm_rerun toy_training_speed; do
+  for script in prompt_loop nand_overhead throughput warm_rerun toy_training_speed sweep_rerun; do
     echo "== benchmarks/$script.py"
     "$python" -u "benchmarks/$script.py"
   done
