@@ -128,7 +128,8 @@ class OutputLayout:
         object.__setattr__(self, "root", Path(self.root))
 
     def results(self, detector: str, class_name: str) -> Path:
-        """A unit's results frame; its presence marks the unit finished."""
+        """A unit's results frame (written last by the unit; a sweep's units are finished by their
+        :meth:`fingerprint`)."""
         return self.root / "results" / detector / f"{class_name}.csv"
 
     def fingerprint(self, detector: str, class_name: str) -> Path:

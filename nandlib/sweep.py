@@ -2,10 +2,11 @@
 
 Each unit is one :class:`nandlib.config.UnitConfig`, given to the run notebook (``nandlib.notebooks``,
 shipped with the package) as its one parameter ``config``. The executed notebook is kept as the unit's
-record and its results frame marks the unit finished (:class:`nandlib.outputs.OutputLayout`), so a rerun
-skips it and a crashed sweep resumes. The sweep decides which units run and reports their status; an engine
-(:mod:`nandlib.engines`, by default a pool of local processes) decides where. Needs the ``book`` extra
-(papermill). Book: ``reproducing.md``.
+record; the unit's fingerprint (:mod:`nandlib.fingerprints`), written after its results, marks it
+finished, so a rerun skips it while its config, data and weights are unchanged and a crashed or stopped
+sweep resumes. The sweep decides which units run (finished, stale, locked by another sweep) and reports
+their status; an engine (:mod:`nandlib.engines`, by default a pool of local processes) decides where.
+Needs the ``book`` extra (papermill). Book: ``reproducing.md``, "Outputs".
 """
 
 from __future__ import annotations
