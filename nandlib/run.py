@@ -6,7 +6,8 @@ A unit is one :class:`nandlib.config.UnitConfig`. The detector is built through 
 suppression map. The class folder is checked first (:func:`nandlib.data.check_layout`): a class that
 cannot run fails before anything is encoded, a group without test images is skipped with a
 :class:`LayoutWarning`. The output folders are checked writable before the work too, and temporaries a
-killed earlier run of the unit left are removed. Outputs follow
+killed earlier run of the unit left are removed, and so is a sweep's fingerprint of the unit (it would
+vouch for results this run replaces). Outputs follow
 :class:`nandlib.outputs.OutputLayout`: results (written last), Fig. 5 examples, provenance and
 diagnostics, each written atomically. Book: ``protocol.md`` and ``reproducing.md``.
 """
@@ -90,6 +91,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         check_writable(path.parent)
     for path in cfg.outputs.unit_files(cfg.label, cfg.class_name):
         remove_temporaries(path)  # of a killed earlier run of this unit
+    cfg.outputs.fingerprint(cfg.label, cfg.class_name).unlink(missing_ok=True)  # a sweep's, for other results
     cfg = resolve_toy_weights(cfg, log=print)
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)

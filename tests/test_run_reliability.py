@@ -137,3 +137,13 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tiny_unit, tmp_path
     run_unit(config, progress=False)
     assert not any(path.exists() for path in left)
     assert other.exists()
+
+
+def test_a_run_by_hand_in_a_sweep_folder_makes_the_sweep_run_the_unit_again(tiny_unit, tmp_path):
+    """The sweep's fingerprint vouched for its results; a `nand run` with other settings replaces them."""
+    config = tiny_unit(tmp_path / "out", cache_dir="off", seed=3)
+    marker = config.outputs.fingerprint("aprilgan", "carpet")
+    marker.parent.mkdir(parents=True)
+    marker.write_text('{"config": "seed 0", "data": "d", "weights": "w"}')
+    run_unit(config, progress=False)
+    assert not marker.exists()
