@@ -18,7 +18,6 @@ Book: ``reproducing.md``, "Outputs".
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import re
@@ -71,8 +70,6 @@ class OutputError(OSError):
 
 
 def _why(error: OSError, path: Path) -> str:
-    if error.errno == errno.ENOSPC:
-        return "no space left on the device"
     blocking = next((folder for folder in path.parents if folder.is_file()), None)
     if blocking is not None:
         return f"{blocking} is a file, not a folder"

@@ -94,7 +94,7 @@ def test_nand_run_names_an_unwritable_output_without_a_traceback(tiny_unit, tmp_
     result = CliRunner().invoke(app, ["run", "--config", str(_unit_file(tiny_unit, tmp_path, out))])
     assert result.exit_code == 1
     assert f"Error: cannot write {out}/results/aprilgan/" in result.output
-    assert "no space left on the device" in result.output and "Traceback" not in result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
 
 
 def test_a_write_error_at_the_end_names_the_file_without_a_traceback(tiny_unit, tmp_path, monkeypatch):
@@ -103,7 +103,7 @@ def test_a_write_error_at_the_end_names_the_file_without_a_traceback(tiny_unit, 
     result = CliRunner().invoke(app, ["run", "--config", str(_unit_file(tiny_unit, tmp_path, out))])
     assert result.exit_code == 1
     target = out / "results" / "aprilgan" / "carpet.csv"
-    assert f"Error: cannot write {target}: no space left on the device" in result.output
+    assert f"Error: cannot write {target}: No space left on device" in result.output
     assert "Traceback" not in result.output
     assert not target.exists() and not list(target.parent.glob(".carpet.csv.*.tmp"))
     assert pd.read_csv(out / "diagnostics" / "aprilgan" / "carpet.csv").shape[0] == 4  # the rest was written
