@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from nandlib.cache import FeatureCache
-from nandlib.companion import BOOK_PROFILE_ENV, resolve_weights
+from nandlib.companion import BOOK_PROFILE_ENV, prepare_class_data, resolve_weights
 from nandlib.config import parse_unit_config
-from nandlib.data import generate_dataset, read_class
+from nandlib.data import read_class
 from nandlib.data.mvtec import MVTecClass
 from nandlib.detectors.base import Detector
 from nandlib.evaluation import ClassEvaluation
@@ -159,6 +159,18 @@ def plot_comparison(yours: pd.DataFrame, shipped: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def phrase_table(tried: pd.DataFrame):
+    """Rows of :meth:`Playground.try_normality` or :meth:`Playground.try_every_group` for a page:
+    one decimal, the phrases wrapped, short headers (a pandas ``Styler``)."""
+    short = tried.rename(columns={"auroc_before": "before", "auroc_after": "after", "delta": "Δ"})
+    return (
+        short.style.hide(axis="index")
+        .format(precision=1)
+        .set_properties(subset=["phrases"], **{"white-space": "normal", "text-align": "left"})
+        .set_table_styles([{"selector": "td, th", "props": "padding: 0.25em 0.75em;"}])
+    )
+
+
 def book_profile() -> str:
     """The profile whose models the book's pages use: ``$NAND_BOOK_PROFILE`` while ``make book`` builds them,
     else ``toy`` (the default book, e.g. in Colab)."""
@@ -183,7 +195,8 @@ def profile_playground(
         class_name: MVTec AD class.
         profile: Profile name or YAML path; ``None``: :func:`book_profile`.
         data_root: A dataset in MVTec AD's layout; ``None``: the profile's own (a generated profile's
-            images of ``class_name`` are generated into a temporary folder, the same as its sweep's).
+            images, the same as its sweep's, kept in the user data folder:
+            :func:`nandlib.companion.prepare_class_data`).
         device: Torch device; ``None``: the profile's (``cpu`` for ``toy``, ``cuda`` for ``paper``).
         cache: Feature cache (``None``: none).
 
@@ -194,10 +207,7 @@ def profile_playground(
     if chosen.data.root:
         root = Path(chosen.data.root)
     else:
-        spec = chosen.data.synthetic
-        root = generate_dataset(
-            Path(tempfile.mkdtemp()) / chosen.name, [class_name], spec.seed, spec.scale, spec.size
-        )
+        root = prepare_class_data(chosen, class_name)
     unit = chosen.unit(class_name, next(iter(chosen.detectors)), root, tempfile.gettempdir())
     config = parse_unit_config({**unit.model_dump(), "device": device or unit.device})
     return Playground(

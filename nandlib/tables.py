@@ -143,13 +143,14 @@ def side_by_side(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         keys: The columns that name a row (``["class", "group"]``, ``["method", "n_classes"]``).
 
     Returns:
-        ``keys``, ``ours``, ``paper`` ("—" where the paper has no such row), ``Δ − paper's Δ`` (NaN there).
+        Indexed by ``keys``: ``ours``, ``paper`` ("—" where the paper has no such row), ``Δ − paper's Δ``
+        (NaN there).
     """
     view = table[list(keys)].copy()
     view["ours"] = [_arrow(*row) for row in table[["before", "after", "delta"]].to_numpy()]
     view["paper"] = [_arrow(*row) for row in table[["paper_before", "paper_after", "paper_delta"]].to_numpy()]
     view["Δ − paper's Δ"] = (table["delta"] - table["paper_delta"]).round(1)
-    return view
+    return view.set_index(list(keys))
 
 
 DIAGNOSTIC_SHOWN = (

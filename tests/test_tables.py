@@ -87,10 +87,11 @@ def test_side_by_side_shows_ours_the_papers_and_the_gap_in_four_columns():
     results = _as_results(paper_table2().query("`class` == 'carpet' and group != 'AVERAGE'"))
     shifted = results.assign(auroc_after=results["auroc_after"] + 0.01)  # ours: 1 point more Δ
     view = side_by_side(table2(shifted), ["class", "group"])
-    assert view.columns.tolist() == ["class", "group", "ours", "paper", "Δ − paper's Δ"]
+    assert view.index.names == ["class", "group"]
+    assert view.columns.tolist() == ["ours", "paper", "Δ − paper's Δ"]
     paper = paper_table2().query("`class` == 'carpet'").set_index("group")
     before, after = paper.loc["cut", ["auroc_before", "auroc_after"]]
-    row = view.set_index("group").loc["cut"]
+    row = view.loc[("carpet", "cut")]
     assert row["paper"] == f"{before:.1f} → {after:.1f} ({after - before:+.1f})"
     assert row["ours"] == f"{before:.1f} → {after + 1:.1f} ({after + 1 - before:+.1f})"
     assert (view["Δ − paper's Δ"] == 1.0).all()
