@@ -26,7 +26,7 @@ import yaml
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH = 1300
-SCREENSHOTS = {"results": "generated/tables", "playground": "try_your_normality"}
+SCREENSHOTS = {"front": "intro", "results": "generated/tables", "playground": "try_your_normality"}
 """Screenshot name → page (document name) saved by :func:`browse`."""
 
 

@@ -97,6 +97,8 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()
     assert "Provenance" in tables and "SYNTHETIC DATA" in tables
     assert "Warning" not in tables  # no stray stderr (e.g. TqdmWarning) in the rendered page
+    front = (tmp_path / "_build" / "html" / "intro.html").read_text()
+    assert "This build" in front and "Profile <strong>offline</strong>" in front
     record = OutputLayout(tmp_path / "_build" / "html" / "generated").run_record("aprilgan", "carpet")
     assert record.with_suffix(".html").is_file()
 
