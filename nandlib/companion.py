@@ -4,7 +4,7 @@
    for synthetic profiles, or the user's MVTec AD);
 2. the sweep (:func:`nandlib.sweep.run_sweep`) into ``<book>/generated/``;
 3. the aggregation notebooks (``tables``, ``figure5``, shipped in ``nandlib.notebooks``) executed by
-   papermill into ``<book>/generated/``;
+   papermill into ``<book>/generated/`` when their inputs changed;
 4. ``jupyter-book build <book>`` with warnings as errors, then a check that ``_build/html/index.html``
    exists (Jupyter Book 2.x exits 0 on a 1.x layout having built nothing).
 
@@ -124,13 +124,49 @@ def claim_output(out: Path, owner: str) -> None:
     atomic_write(marker, lambda p: p.write_text(owner + "\n"))
 
 
-def aggregate(out: Path) -> None:
-    """Execute the aggregation notebooks into ``out`` (Tables 2–3, Fig. 5)."""
+def _library_files() -> list[Path]:
+    package = provenance.PACKAGE_DIR
+    return [p for p in sorted(package.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+
+
+def _fingerprint(paths: list[Path], *extra: str) -> str:
+    digest = hashlib.sha256("\0".join(extra).encode())
+    for path in paths:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _recorded_inputs(executed: Path) -> str | None:
+    if not executed.is_file():
+        return None
+    return json.loads(executed.read_text()).get("metadata", {}).get("nandlib", {}).get("inputs")
+
+
+def aggregate(out: Path) -> list[str]:
+    """Execute the aggregation notebooks into ``out`` (Tables 2–3, Fig. 5), each only when its inputs
+    changed: nandlib's files, the notebook, the units' results, provenance and diagnostics (their digest
+    is kept in the executed notebook's metadata, ``nandlib.inputs``).
+
+    Returns:
+        The names of the notebooks executed.
+    """
     from nandlib.sweep import execute_notebook, notebook
 
+    layout = OutputLayout(out)
+    units = layout.result_files() + layout.provenance_files() + layout.diagnostics_files()
+    executed = []
     for name in AGGREGATES:
-        target = OutputLayout(out).aggregate(name)
+        target = layout.aggregate(name)
+        inputs = _fingerprint(_library_files() + [notebook(name)] + units, str(out.resolve()))
+        if _recorded_inputs(target) == inputs:
+            continue
         execute_notebook(str(notebook(name)), str(target), {"output_dir": str(out.resolve())})
+        record = json.loads(target.read_text())
+        record["metadata"].setdefault("nandlib", {})["inputs"] = inputs
+        text = json.dumps(record, indent=1, ensure_ascii=False)
+        atomic_write(target, lambda p, text=text: p.write_text(text))
+        executed.append(name)
+    return executed
 
 
 def write_profile(profile: Profile, root: Path, path: Path) -> Path:
@@ -162,13 +198,6 @@ def build_page(profile: str | Path, generated: Path) -> str:
     return f"```{{admonition}} This build\n:class: tip\n{body}\n```\n"
 
 
-def _fingerprint(paths: list[Path], *extra: str) -> str:
-    digest = hashlib.sha256("\0".join(extra).encode())
-    for path in paths:
-        digest.update(str(path).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def clear_stale_execution_cache(build_dir: Path, profile: str | Path, generated: Path) -> bool:
     """Empty Jupyter Book's execution cache when the library, the results or the profile changed.
 
@@ -178,12 +207,10 @@ def clear_stale_execution_cache(build_dir: Path, profile: str | Path, generated:
     Returns:
         Whether the cache was cleared.
     """
-    package = provenance.PACKAGE_DIR
-    library = [p for p in sorted(package.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
     profile_file = Path(profile)
+    results = OutputLayout(generated).result_files()
     key = _fingerprint(
-        library + OutputLayout(generated).result_files() + ([profile_file] if profile_file.is_file() else []),
-        str(profile),
+        _library_files() + results + ([profile_file] if profile_file.is_file() else []), str(profile)
     )
     cache, stamp = build_dir / ".jupyter_cache", build_dir / ".jupyter_cache.key"
     if stamp.is_file() and stamp.read_text().strip() == key:

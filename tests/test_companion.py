@@ -132,3 +132,15 @@ def test_written_profile_reloads_as_the_run_profile(tmp_path):
     path = write_profile(ran, tmp_path / "data", tmp_path / "profile.yaml")
     assert load_profile(path) == ran.model_copy(update={"data": load_profile(path).data})
     assert load_profile(path).data.root == str((tmp_path / "data").resolve())
+
+
+@pytest.mark.slow
+def test_aggregates_rerun_only_when_their_inputs_change(swept, tmp_path):
+    out = shutil.copytree(swept, tmp_path / "generated")
+    tables = OutputLayout(out).aggregate("tables")
+    assert aggregate(out) == ["tables", "figure5"]
+    stamp = tables.stat().st_mtime_ns
+    assert aggregate(out) == [] and tables.stat().st_mtime_ns == stamp  # a rebuild reruns nothing
+    results = OutputLayout(out).results("aprilgan", "carpet")
+    results.write_text(results.read_text() + "\n")  # same rows, other bytes: inputs changed
+    assert aggregate(out) == ["tables", "figure5"]
