@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nandlib.sitecheck import check_links, toc_pages
+from nandlib.sitecheck import CHROMIUM, SCREENSHOTS, browse, check_links, toc_pages
 
 
 def _site(tmp_path: Path) -> tuple[Path, Path]:
@@ -76,3 +76,23 @@ def test_a_page_in_the_toc_that_was_not_built_is_reported(tmp_path):
 def test_a_book_without_a_toc_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="_toc.yml"):
         toc_pages(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"no {CHROMIUM} (apt-get install chromium)")
+def test_the_browser_reports_console_errors_and_images_that_do_not_load(tmp_path):
+    book, html = _site(tmp_path)
+    (html / "_images" / "map.png").write_bytes(b"not a png")  # present, but no image
+    (html / "intro.html").write_text("<html><body><script>console.error('boom')</script></body></html>")
+    (html / "try.html").write_text("<html><body><p>fine</p></body></html>")
+    problems = browse(html, toc_pages(book), tmp_path / "shots")
+    assert any(p.startswith("intro: console error") and "boom" in p for p in problems), problems
+    assert "results: image did not load _images/map.png" in problems
+    assert "generated/runs/aprilgan/carpet: image did not load ../../../_images/map.png" in problems
+    assert not [p for p in problems if p.startswith(("try:", "generated/runs/aprilgan/bottle"))], problems
+    assert [p.name for p in (tmp_path / "shots").iterdir()] == ["front.png"]  # the one page of SCREENSHOTS
+
+
+def test_the_pages_screenshotted_are_in_the_books_toc():
+    pages = toc_pages(Path(__file__).resolve().parents[1] / "book")
+    assert set(SCREENSHOTS.values()) <= set(pages)
