@@ -15,6 +15,7 @@ import glob
 import http.server
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -26,6 +27,8 @@ import yaml
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WIDTH = 1300
+SETTLE = 0.3
+"""Seconds a page is given after its load event before its console is read."""
 SCREENSHOTS = {"front": "intro", "results": "generated/tables", "playground": "try_your_normality"}
 """Screenshot name → page (document name) saved by :func:`browse`."""
 
@@ -177,6 +180,7 @@ def browse(html_dir: Path, pages: Sequence[str], screenshots: Path | None = None
         with serve(html_dir) as base:
             for page in pages:
                 driver.get(f"{base}/{page}.html")
+                time.sleep(SETTLE)  # late errors (deferred scripts) belong to this page, not the next
                 for entry in driver.get_log("browser"):
                     message = entry["message"]
                     if entry["level"] != "SEVERE" or "/favicon.ico" in message:
