@@ -7,7 +7,7 @@ WORKERS ?= 2
 # A checkout keeps what nandlib generates (datasets, toy weights, feature cache) beside it.
 export NAND_HOME ?= $(CURDIR)/.nand
 
-.PHONY: install test lint book clean
+.PHONY: install test lint book clean colab-sync check-book
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,17 @@ test: install lint
 clean:
 	rm -rf _build book/generated
 
-book: install
+book: install colab-sync
 	$(VENV)/bin/nand book --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --workers $(WORKERS)
 	@test -f _build/html/index.html && echo "open _build/html/index.html"
+
+# The Colab install cells (book/try_your_normality.ipynb, notebooks/run_class.ipynb) from _config.yml's
+# repository.url and branch: run after changing them (a fork), then commit the notebooks.
+colab-sync: install
+	$(PY) -m nandlib.colab .
+
+# The built book in headless Chromium: every page of the table of contents loads without console
+# errors, missing images or broken internal links; screenshots in _build/screenshots/. Needs Debian's
+# chromium and chromium-driver (.ci/run installs them).
+check-book: install
+	$(PY) -m nandlib.sitecheck --book book --html _build/html --screenshots _build/screenshots

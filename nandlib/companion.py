@@ -4,7 +4,7 @@
    for synthetic profiles, or the user's MVTec AD);
 2. the sweep (:func:`nandlib.sweep.run_sweep`) into ``<book>/generated/``;
 3. the aggregation notebooks (``tables``, ``figure5``, shipped in ``nandlib.notebooks``) executed by
-   papermill into ``<book>/generated/``;
+   papermill into ``<book>/generated/`` when their inputs changed;
 4. ``jupyter-book build <book>`` with warnings as errors, then a check that ``_build/html/index.html``
    exists (Jupyter Book 2.x exits 0 on a 1.x layout having built nothing).
 
@@ -19,11 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from nandlib import __version__, provenance
 from nandlib.config import Profile
 from nandlib.data import generate_dataset, is_complete
 from nandlib.outputs import OutputLayout, atomic_write, check_writable
@@ -34,6 +36,9 @@ BOOK_PROFILE_ENV = "NAND_BOOK_PROFILE"
 :func:`nandlib.playground.book_profile`)."""
 
 AGGREGATES = ("tables", "figure5")
+BUILD_PAGE = "build.md"
+"""Under ``<book>/generated/``: the front page's "This build" box (:func:`build_page`), included by
+``intro.md``."""
 
 
 def prepare_data(profile: Profile, data_root: Path | None = None) -> Path:
@@ -47,13 +52,31 @@ def prepare_data(profile: Profile, data_root: Path | None = None) -> Path:
         if not root.is_dir():
             raise FileNotFoundError(f"data: no dataset folder at {root}")
         return root
+    return _generated(profile, _synthetic_root(profile), profile.classes)
+
+
+def _synthetic_root(profile: Profile) -> Path:
     spec = profile.data.synthetic
-    root = datasets_dir() / f"synth-{profile.name}-seed{spec.seed}-{spec.scale}-{spec.size}"
+    return datasets_dir() / f"synth-{profile.name}-seed{spec.seed}-{spec.scale}-{spec.size}"
+
+
+def _generated(profile: Profile, root: Path, classes: list[str]) -> Path:
     if not is_complete(root):
+        spec = profile.data.synthetic
         writable_folder(datasets_dir(), "datasets folder (user data folder)")
         shutil.rmtree(root, ignore_errors=True)
-        generate_dataset(root, profile.classes, seed=spec.seed, scale=spec.scale, size=spec.size)
+        generate_dataset(root, classes, seed=spec.seed, scale=spec.scale, size=spec.size)
     return root
+
+
+def prepare_class_data(profile: Profile, class_name: str) -> Path:
+    """A dataset root holding ``class_name`` of a generated profile (the playground's): the profile's
+    whole dataset where :func:`prepare_data` made it, else that class alone beside it, generated once
+    (the same images: each image's seed derives from its class, split, type and index)."""
+    whole = _synthetic_root(profile)
+    if is_complete(whole):
+        return whole
+    return _generated(profile, whole.with_name(f"{whole.name}-{class_name}"), [class_name])
 
 
 def resolve_weights(profile: Profile) -> Profile:
@@ -83,13 +106,49 @@ def claim_output(out: Path, profile: str) -> None:
     atomic_write(marker, lambda p: p.write_text(profile + "\n"))
 
 
-def aggregate(out: Path) -> None:
-    """Execute the aggregation notebooks into ``out`` (Tables 2–3, Fig. 5)."""
+def _library_files() -> list[Path]:
+    package = provenance.PACKAGE_DIR
+    return [p for p in sorted(package.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+
+
+def _fingerprint(paths: list[Path], *extra: str) -> str:
+    digest = hashlib.sha256("\0".join(extra).encode())
+    for path in paths:
+        digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _recorded_inputs(executed: Path) -> str | None:
+    if not executed.is_file():
+        return None
+    return json.loads(executed.read_text()).get("metadata", {}).get("nandlib", {}).get("inputs")
+
+
+def aggregate(out: Path) -> list[str]:
+    """Execute the aggregation notebooks into ``out`` (Tables 2–3, Fig. 5), each only when its inputs
+    changed: nandlib's files, the notebook, the units' results, provenance and diagnostics (their digest
+    is kept in the executed notebook's metadata, ``nandlib.inputs``).
+
+    Returns:
+        The names of the notebooks executed.
+    """
     from nandlib.sweep import execute_notebook, notebook
 
+    layout = OutputLayout(out)
+    units = layout.result_files() + layout.provenance_files() + layout.diagnostics_files()
+    executed = []
     for name in AGGREGATES:
-        target = OutputLayout(out).aggregate(name)
+        target = layout.aggregate(name)
+        inputs = _fingerprint(_library_files() + [notebook(name)] + units, str(out.resolve()))
+        if _recorded_inputs(target) == inputs:
+            continue
         execute_notebook(str(notebook(name)), str(target), {"output_dir": str(out.resolve())})
+        record = json.loads(target.read_text())
+        record["metadata"].setdefault("nandlib", {})["inputs"] = inputs
+        text = json.dumps(record, indent=1, ensure_ascii=False)
+        atomic_write(target, lambda p, text=text: p.write_text(text))
+        executed.append(name)
+    return executed
 
 
 def write_profile(profile: Profile, root: Path, path: Path) -> Path:
@@ -99,16 +158,68 @@ def write_profile(profile: Profile, root: Path, path: Path) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+def build_page(profile: str | Path, generated: Path) -> str:
+    """The front page's "This build" box: the profile, and the commit and date that produced the book
+    (from the profile and the units' provenance records)."""
+    from nandlib.profiles import load_profile
+    from nandlib.report import load_provenance
+
+    chosen = load_profile(profile)
+    records = load_provenance(generated) if generated.is_dir() else []
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Profile **{chosen.name}**: {chosen.description}",
+        "",
+        f"Built {date} by nandlib {__version__}, commit `{provenance.code_commit()}`.",
+    ]
+    if records:
+        commits = ", ".join(f"`{c}`" for c in sorted({r["commit"] for r in records}))
+        dates = sorted(r["date"] for r in records)
+        lines[-1] += f" Its {len(records)} units ran {dates[0]} – {dates[-1]} at commit {commits}."
+    body = "\n".join(lines)
+    return f"```{{admonition}} This build\n:class: tip\n{body}\n```\n"
+
+
+def clear_stale_execution_cache(build_dir: Path, profile: str | Path, generated: Path) -> bool:
+    """Empty Jupyter Book's execution cache when the library, the results or the profile changed.
+
+    ``execute_notebooks: cache`` keys a page on its code cells only; the pages also depend on nandlib's
+    code and data files, the sweep's results and ``profile``. Their digest is kept beside the cache.
+
+    Returns:
+        Whether the cache was cleared.
+    """
+    profile_file = Path(profile)
+    results = OutputLayout(generated).result_files()
+    key = _fingerprint(
+        _library_files() + results + ([profile_file] if profile_file.is_file() else []), str(profile)
+    )
+    cache, stamp = build_dir / ".jupyter_cache", build_dir / ".jupyter_cache.key"
+    if stamp.is_file() and stamp.read_text().strip() == key:
+        return False
+    shutil.rmtree(cache, ignore_errors=True)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(stamp, lambda p: p.write_text(key + "\n"))
+    return True
+
+
 def build_html(profile: str | Path, book_dir: Path) -> Path:
     """``jupyter-book build`` with warnings as errors; returns the index page.
 
     ``profile`` (a name or a YAML file, e.g. from :func:`write_profile`) reaches the executed pages as
     ``$NAND_BOOK_PROFILE`` (:func:`nandlib.playground.book_profile`), so that the playground runs the
-    models and images the tables ran with.
+    models and images the tables ran with. The front page's "This build" box (:func:`build_page`) is
+    written to ``generated/build.md`` first; pages are executed once and cached until the library,
+    the results or the profile change (:func:`clear_stale_execution_cache`).
 
     Raises:
         RuntimeError: The build failed or produced no ``index.html``.
     """
+    generated = book_dir / "generated"
+    generated.mkdir(parents=True, exist_ok=True)
+    page = build_page(profile, generated)
+    atomic_write(generated / BUILD_PAGE, lambda p: p.write_text(page))
+    clear_stale_execution_cache(book_dir.parent / "_build", profile, generated)
     command = [
         str(Path(sys.executable).parent / "jupyter-book"),
         "build",
@@ -116,7 +227,8 @@ def build_html(profile: str | Path, book_dir: Path) -> Path:
         "-W",
         "--keep-going",
     ]
-    environment = {**os.environ, BOOK_PROFILE_ENV: str(profile)}
+    chosen = Path(profile).resolve() if Path(profile).is_file() else profile  # pages run in book/
+    environment = {**os.environ, BOOK_PROFILE_ENV: str(chosen)}
     done = subprocess.run(command, cwd=book_dir.parent, env=environment, check=False)
     index = book_dir.parent / "_build" / "html" / "index.html"
     if done.returncode != 0 or not index.is_file():

@@ -32,6 +32,17 @@ def toy_dir() -> Path:
     return data_home() / "toy"
 
 
+USER_DATA = "<user data>"
+"""How a path inside :func:`data_home` is written where others read it (the book's provenance boxes)."""
+
+
+def portable(text: str) -> str:
+    """``text`` with the user data folder's absolute path written as :data:`USER_DATA`
+    (``<user data>/datasets/synth-toy-…``), so a published page does not show the build machine's paths."""
+    home = str(data_home().resolve())
+    return text.replace(home, USER_DATA).replace(str(data_home()), USER_DATA)
+
+
 def writable_folder(path: Path, what: str) -> Path:
     """Create ``path`` if needed and check that files can be written in it.
 

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from nandlib.cache import FeatureCache
-from nandlib.companion import BOOK_PROFILE_ENV, resolve_weights
+from nandlib.companion import BOOK_PROFILE_ENV, prepare_class_data, resolve_weights
 from nandlib.config import parse_unit_config
-from nandlib.data import generate_dataset, read_class
+from nandlib.data import read_class
 from nandlib.data.mvtec import MVTecClass
 from nandlib.detectors.base import Detector
 from nandlib.evaluation import ClassEvaluation
@@ -64,12 +64,17 @@ class Playground:
         Returns:
             One row: ``group, phrases, auroc_before, auroc_after, delta`` (AUROC in percent).
         """
-        return self._try(self.nd.normality(phrases=phrases), group)
+        frame, self.last_suppression = self._try(self.nd.normality(phrases=phrases), group)
+        return frame
 
     def try_group(self, group: str) -> pd.DataFrame:
         """As :meth:`try_normality` with the phrases shipped for ``group`` (the sweep's numbers)."""
         self._check_group(group)
-        return self._try(self.nd.normality(group=group), group)
+        return self._try(self.nd.normality(group=group), group)[0]
+
+    def try_every_group(self) -> pd.DataFrame:
+        """:meth:`try_group` for every group of the class, one row each."""
+        return pd.concat([self.try_group(group) for group in self.evaluation.groups], ignore_index=True)
 
     def _check_group(self, group: str) -> None:
         if group not in self.evaluation.groups:
@@ -78,10 +83,9 @@ class Playground:
                 f"choose from {list(self.evaluation.groups)}"
             )
 
-    def _try(self, normality: Normality, group: str) -> pd.DataFrame:
+    def _try(self, normality: Normality, group: str) -> tuple[pd.DataFrame, torch.Tensor]:
         self._check_group(group)
         results = self.evaluation.results({group: normality}, pixels=False)
-        self.last_suppression = results.suppressions[group]
         row = results.frame.iloc[0]
         before, after = round(100 * row["auroc_before"], 1), round(100 * row["auroc_after"], 1)
         text = " | ".join(normality.phrases)
@@ -95,7 +99,7 @@ class Playground:
                     "delta": round(100 * row["auroc_after"] - 100 * row["auroc_before"], 1),
                 }
             ]
-        )
+        ), results.suppressions[group]
 
     def suppression(self, phrases: str | Sequence[str]) -> torch.Tensor:
         """``A_sup`` ``[N, 256, 256]`` of every test image for ``phrases`` (Eq. 3, then Eq. 4 with f_add)."""
@@ -129,6 +133,44 @@ class Playground:
         return fig
 
 
+def plot_comparison(yours: pd.DataFrame, shipped: pd.DataFrame) -> plt.Figure:
+    """Δ AUROC of your phrases beside each group's shipped phrases (:meth:`Playground.try_normality`,
+    :meth:`Playground.try_every_group`): one bar per row, yours highlighted, before → after as labels."""
+    rows = pd.concat([yours.assign(who="yours"), shipped.assign(who="shipped")], ignore_index=True)
+    labels = [f"{r.group} ({r.who})" for r in rows.itertuples()]
+    colours = ["tab:orange" if who == "yours" else "tab:blue" for who in rows["who"]]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ax.barh(labels, rows["delta"], color=colours)
+    for y, r in enumerate(rows.itertuples()):
+        ax.annotate(
+            f"{r.auroc_before:.1f} → {r.auroc_after:.1f}",
+            (r.delta, y),
+            xytext=(4 if r.delta >= 0 else -4, 0),
+            textcoords="offset points",
+            ha="left" if r.delta >= 0 else "right",
+            va="center",
+            fontsize=8,
+        )
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ image AUROC, after − before NAND (points)")
+    ax.margins(x=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def phrase_table(tried: pd.DataFrame):
+    """Rows of :meth:`Playground.try_normality` or :meth:`Playground.try_every_group` for a page:
+    one decimal, the phrases wrapped, short headers (a pandas ``Styler``)."""
+    short = tried.rename(columns={"auroc_before": "before", "auroc_after": "after", "delta": "Δ"})
+    return (
+        short.style.hide(axis="index")
+        .format(precision=1)
+        .set_properties(subset=["phrases"], **{"white-space": "normal", "text-align": "left"})
+        .set_table_styles([{"selector": "td, th", "props": "padding: 0.25em 0.75em;"}])
+    )
+
+
 def book_profile() -> str:
     """The profile whose models the book's pages use: ``$NAND_BOOK_PROFILE`` while ``make book`` builds them,
     else ``toy`` (the default book, e.g. in Colab)."""
@@ -139,7 +181,7 @@ def profile_playground(
     class_name: str,
     profile: str | None = None,
     data_root: str | Path | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     cache: FeatureCache | None = None,
 ) -> Playground:
     """A playground with a profile's ND CLIP, adapters and data: the models its sweep units ran with.
@@ -153,8 +195,9 @@ def profile_playground(
         class_name: MVTec AD class.
         profile: Profile name or YAML path; ``None``: :func:`book_profile`.
         data_root: A dataset in MVTec AD's layout; ``None``: the profile's own (a generated profile's
-            images of ``class_name`` are generated into a temporary folder, the same as its sweep's).
-        device: Torch device.
+            images, the same as its sweep's, kept in the user data folder:
+            :func:`nandlib.companion.prepare_class_data`).
+        device: Torch device; ``None``: the profile's (``cpu`` for ``toy``, ``cuda`` for ``paper``).
         cache: Feature cache (``None``: none).
 
     Raises:
@@ -164,12 +207,9 @@ def profile_playground(
     if chosen.data.root:
         root = Path(chosen.data.root)
     else:
-        spec = chosen.data.synthetic
-        root = generate_dataset(
-            Path(tempfile.mkdtemp()) / chosen.name, [class_name], spec.seed, spec.scale, spec.size
-        )
+        root = prepare_class_data(chosen, class_name)
     unit = chosen.unit(class_name, next(iter(chosen.detectors)), root, tempfile.gettempdir())
-    config = parse_unit_config({**unit.model_dump(), "device": device})
+    config = parse_unit_config({**unit.model_dump(), "device": device or unit.device})
     return Playground(
         read_class(root, class_name), build_nd(config, cache=cache), batch_size=config.batch_size
     )

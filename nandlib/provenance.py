@@ -44,10 +44,11 @@ def machine(device: str) -> str:
 
 
 def dataset_description(root: str | Path) -> str:
-    """What a dataset root holds: the first lines of a generated dataset's README, else its path."""
+    """What a dataset root holds (the first lines of a generated dataset's README) and where."""
     readme = Path(root) / "README.txt"
     if readme.is_file():  # generated data says so in its first lines
-        return " ".join(line for line in readme.read_text().splitlines()[:3] if line.strip())
+        lines = " ".join(line for line in readme.read_text().splitlines()[:3] if line.strip())
+        return f"{lines} At {root}."
     return f"MVTec AD layout at {root}"
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from nandlib.config import UnitConfig
 from nandlib.diagnostics import DIAGNOSTIC_COLUMNS
 from nandlib.outputs import OutputLayout
+from nandlib.paths import portable
 from nandlib.protocol import RESULT_COLUMNS
 
 if TYPE_CHECKING:
@@ -69,8 +70,15 @@ def _summarise(records: Sequence[dict[str, Any]]) -> dict[str, str]:
     }
 
 
+def _escaped(text: str) -> str:
+    """``text`` as literal Markdown: ``<user data>`` is not an HTML tag."""
+    return text.replace("<", "\\<")
+
+
 def provenance_box(source: UnitConfig | str | Path | Sequence[dict[str, Any]]) -> Markdown:
     """A MyST admonition stating where the numbers below come from.
+
+    Paths inside the user data folder are written ``<user data>/…`` (:func:`nandlib.paths.portable`).
 
     Args:
         source: A unit's config (reads its provenance file), a sweep's output folder (all units), or
@@ -86,7 +94,8 @@ def provenance_box(source: UnitConfig | str | Path | Sequence[dict[str, Any]]) -
         records = list(source)
     if not records:
         raise ValueError("provenance_box: no provenance records")
-    lines = "\n".join(f"- **{key}**: {value}" for key, value in _summarise(records).items())
+    summary = _summarise(records).items()
+    lines = "\n".join(f"- **{key}**: {_escaped(portable(value))}" for key, value in summary)
     return Markdown(f"```{{admonition}} Provenance\n:class: note\n{lines}\n```")
 
 

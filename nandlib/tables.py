@@ -10,6 +10,8 @@ Detector names map to the paper's method names by :data:`PAPER_METHOD_NAMES`: ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -126,6 +128,29 @@ def table3(results: pd.DataFrame) -> pd.DataFrame:
     table["n_classes"] = ours["n_classes"]
     paper = ours[["detector"]].merge(paper_table3(), on="detector", how="left")
     return _with_deltas(table, ours, paper)
+
+
+def _arrow(before: float, after: float, delta: float) -> str:
+    return "—" if np.isnan(before) else f"{before:.1f} → {after:.1f} ({delta:+.1f})"
+
+
+def side_by_side(table: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """A page-wide view of :func:`table2` or :func:`table3`: ours and the paper's, each as
+    "before → after (Δ)", and how far our Δ is from the paper's.
+
+    Args:
+        table: Output of :func:`table2` or :func:`table3`.
+        keys: The columns that name a row (``["class", "group"]``, ``["method", "n_classes"]``).
+
+    Returns:
+        Indexed by ``keys``: ``ours``, ``paper`` ("—" where the paper has no such row), ``Δ − paper's Δ``
+        (NaN there).
+    """
+    view = table[list(keys)].copy()
+    view["ours"] = [_arrow(*row) for row in table[["before", "after", "delta"]].to_numpy()]
+    view["paper"] = [_arrow(*row) for row in table[["paper_before", "paper_after", "paper_delta"]].to_numpy()]
+    view["Δ − paper's Δ"] = (table["delta"] - table["paper_delta"]).round(1)
+    return view.set_index(list(keys))
 
 
 DIAGNOSTIC_SHOWN = (

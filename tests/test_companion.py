@@ -82,6 +82,8 @@ def test_book_builds_with_warnings_as_errors(swept, tmp_path):
     tables = (tmp_path / "_build" / "html" / "generated" / "tables.html").read_text()
     assert "Provenance" in tables and "SYNTHETIC DATA" in tables
     assert "Warning" not in tables  # no stray stderr (e.g. TqdmWarning) in the rendered page
+    front = (tmp_path / "_build" / "html" / "intro.html").read_text()
+    assert "This build" in front and "Profile <strong>offline</strong>" in front
     record = OutputLayout(tmp_path / "_build" / "html" / "generated").run_record("aprilgan", "carpet")
     assert record.with_suffix(".html").is_file()
 
@@ -115,3 +117,15 @@ def test_written_profile_reloads_as_the_run_profile(tmp_path):
     path = write_profile(ran, tmp_path / "data", tmp_path / "profile.yaml")
     assert load_profile(path) == ran.model_copy(update={"data": load_profile(path).data})
     assert load_profile(path).data.root == str((tmp_path / "data").resolve())
+
+
+@pytest.mark.slow
+def test_aggregates_rerun_only_when_their_inputs_change(swept, tmp_path):
+    out = shutil.copytree(swept, tmp_path / "generated")
+    tables = OutputLayout(out).aggregate("tables")
+    assert aggregate(out) == ["tables", "figure5"]
+    stamp = tables.stat().st_mtime_ns
+    assert aggregate(out) == [] and tables.stat().st_mtime_ns == stamp  # a rebuild reruns nothing
+    results = OutputLayout(out).results("aprilgan", "carpet")
+    results.write_text(results.read_text() + "\n")  # same rows, other bytes: inputs changed
+    assert aggregate(out) == ["tables", "figure5"]

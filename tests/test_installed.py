@@ -1,14 +1,20 @@
 """nandlib works installed from a wheel, not only checked out: nothing resolved relative to the checkout,
 nothing written inside the installed package, no Jupyter in the core install."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+
+from nandlib.profiles import load_profile
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOT_CORE = ("papermill", "jupyter-book", "ipykernel", "seaborn")
@@ -56,9 +62,26 @@ def _snapshot(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts}
 
 
-@pytest.mark.slow
-def test_synth_run_sweep_and_playground_from_an_empty_folder(wheel, tmp_path):
-    """A fresh venv sees this environment's dependencies (a .pth line) and the wheel, installed for real."""
+@dataclass
+class Installed:
+    """The wheel installed for real in a fresh venv that sees this environment's dependencies (a .pth
+    line), with its own kernel, an empty working folder and a user data folder of its own."""
+
+    python: Path
+    package: Path
+    work: Path
+    home: Path
+    env: dict[str, str]
+
+    def run(self, *args: str | Path) -> str:
+        done = subprocess.run(
+            [str(a) for a in args], cwd=self.work, env=self.env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+
+def _install(wheel: Path, tmp_path: Path) -> Installed:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -70,17 +93,24 @@ def test_synth_run_sweep_and_playground_from_an_empty_folder(wheel, tmp_path):
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)]
     subprocess.run(pip, check=True)
-    package = site / "nandlib"
-    before = _snapshot(package)
     work = tmp_path / "empty"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("NAND_CACHE_DIR", "PYTHONPATH")}
-    env |= {"NAND_HOME": str(tmp_path / "home"), "PATH": f"{venv / 'bin'}:{env['PATH']}"}
+    env |= {
+        "NAND_HOME": str(tmp_path / "home"),
+        "PATH": f"{venv / 'bin'}:{env['PATH']}",
+        "JUPYTER_PATH": str(venv / "share" / "jupyter"),  # its kernel before any user's
+    }
+    installed = Installed(python, site / "nandlib", work, tmp_path / "home", env)
+    installed.run(python, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3")
+    return installed
 
-    def run(*args: str) -> str:
-        done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+
+@pytest.mark.slow
+def test_synth_run_sweep_and_playground_from_an_empty_folder(wheel, tmp_path):
+    installed = _install(wheel, tmp_path)
+    python, package, work, run = installed.python, installed.package, installed.work, installed.run
+    before = _snapshot(package)
 
     assert run(str(python), "-c", "import nandlib; print(nandlib.__file__)").strip() == str(
         package / "__init__.py"
@@ -101,3 +131,56 @@ def test_synth_run_sweep_and_playground_from_an_empty_folder(wheel, tmp_path):
     assert "cut" in run(str(python), "-c", playground)
     assert (tmp_path / "home" / "cache").is_dir()  # the feature cache went to the user data folder
     assert _snapshot(package) == before, "files were written inside the installed package"
+
+
+def _outputs(notebook: dict, tag: str = "") -> list[dict]:
+    return [
+        output
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code" and (not tag or tag in "".join(cell["source"]))
+        for output in cell.get("outputs", [])
+    ]
+
+
+def _tiny_profile(path: Path) -> Path:
+    """The offline profile's tiny random CLIP at 56 px on carpet: seconds on two cores."""
+    profile = load_profile("offline").model_dump(mode="json")
+    profile |= {"name": "tiny", "classes": ["carpet"], "batch_size": 4}
+    profile["nd"]["clip"]["image_size"] = 56
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.mark.slow
+def test_the_playground_and_a_run_notebook_run_from_the_installed_package(wheel, tmp_path):
+    """What Colab does: the notebook alone (no checkout), its install cell finding nandlib installed,
+    PHRASES edited through papermill parameters; then one sweep unit's notebook from the package."""
+    installed = _install(wheel, tmp_path)
+    before = _snapshot(installed.package)
+    shutil.copy(CHECKOUT / "book" / "try_your_normality.ipynb", installed.work / "playground.ipynb")
+    parameters = installed.work / "parameters.yaml"
+    # The toy world trains on first use (minutes) until its weights ship: a tiny profile stands in.
+    # Once they ship, drop PROFILE to run the notebook's default, the toy world.
+    profile = _tiny_profile(tmp_path / "tiny.yaml")
+    parameters.write_text(yaml.safe_dump({"PHRASES": ["cut carpet"], "PROFILE": str(profile)}))
+    papermill = [installed.python, "-m", "papermill", "-k", "python3"]
+    installed.run(*papermill, "playground.ipynb", "ran.ipynb", "-f", parameters)
+    ran = json.loads((installed.work / "ran.ipynb").read_text())
+    (yours,) = [o for o in _outputs(ran, "try_normality(PHRASES") if "text/html" in o.get("data", {})]
+    table = "".join(yours["data"]["text/html"])
+    assert ">after<" in table and "cut carpet" in table and "a cut in the carpet" not in table
+    figures = [o for o in _outputs(ran) if "image/png" in o.get("data", {})]
+    assert len(figures) == 2, "expected the maps of your phrases and the comparison with every group"
+    assert not [o for o in _outputs(ran) if o["output_type"] == "error"]
+    assert list((installed.home / "datasets").iterdir()), "the data was not generated in the user data folder"
+
+    tiny = ["--set", "nd.clip.image_size=56", "--set", "batch_size=4"]
+    config = installed.run(
+        "nand", "run", "--profile", "offline", "--class", "carpet", "--out", "unit", *tiny, "--show-config"
+    )
+    (installed.work / "unit.yaml").write_text(config)
+    run_class = installed.package / "notebooks" / "run_class.ipynb"
+    installed.run(*papermill, run_class, "unit.ipynb", "-p", "config", "unit.yaml")
+    assert (installed.work / "unit" / "results" / "aprilgan" / "carpet.csv").is_file()
+    assert "Provenance" in (installed.work / "unit.ipynb").read_text()
+    assert _snapshot(installed.package) == before, "files were written inside the installed package"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from nandlib.paper import PAPER_TABLES, read_paper_table
-from nandlib.tables import PAPER_METHOD_NAMES, paper_table2, paper_table3, table2, table3
+from nandlib.tables import PAPER_METHOD_NAMES, paper_table2, paper_table3, side_by_side, table2, table3
 
 SHARED_PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper"
 
@@ -81,6 +81,22 @@ def test_tables_on_hand_made_results():
     # mean over classes of class means: (60.0 + 90.0) / 2 and (77.5 + 86.1) / 2
     assert t3.loc[0, ["before", "after", "delta"]].tolist() == [75.0, 81.8, 6.8]
     assert t3.loc[0, "paper_before"] == 67.4 and np.isnan(t3.loc[1, "paper_before"])
+
+
+def test_side_by_side_shows_ours_the_papers_and_the_gap_in_four_columns():
+    results = _as_results(paper_table2().query("`class` == 'carpet' and group != 'AVERAGE'"))
+    shifted = results.assign(auroc_after=results["auroc_after"] + 0.01)  # ours: 1 point more Δ
+    view = side_by_side(table2(shifted), ["class", "group"])
+    assert view.index.names == ["class", "group"]
+    assert view.columns.tolist() == ["ours", "paper", "Δ − paper's Δ"]
+    paper = paper_table2().query("`class` == 'carpet'").set_index("group")
+    before, after = paper.loc["cut", ["auroc_before", "auroc_after"]]
+    row = view.loc[("carpet", "cut")]
+    assert row["paper"] == f"{before:.1f} → {after:.1f} ({after - before:+.1f})"
+    assert row["ours"] == f"{before:.1f} → {after + 1:.1f} ({after + 1 - before:+.1f})"
+    assert (view["Δ − paper's Δ"] == 1.0).all()
+    other = side_by_side(table2(shifted.assign(detector="winclip-1"), detector="winclip-1"), ["group"])
+    assert (other["paper"] == "—").all() and other["Δ − paper's Δ"].isna().all()
 
 
 def test_bad_results_are_named():
