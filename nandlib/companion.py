@@ -15,6 +15,8 @@ Book: ``reproducing.md``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
