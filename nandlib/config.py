@@ -12,6 +12,7 @@ Detector settings are typed by the detector itself (its ``Settings``), found thr
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -418,3 +419,24 @@ def load_unit_config(config: str | Path | dict[str, Any]) -> UnitConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"config: not valid YAML or JSON: {error}") from None
     return parse_unit_config(data, source="config")
+
+
+def undeclared_parameters(injected: str, declared: set[str]) -> list[str]:
+    """Names a papermill-injected cell assigns that the notebook's ``parameters`` cell does not declare.
+
+    papermill only warns about such names and runs on; the run notebook calls this on the source of the
+    cell before its check (``In[-2]``: papermill's ``injected-parameters`` cell, or the ``parameters``
+    cell itself when nothing was injected) and refuses them.
+
+    Args:
+        injected: Source of the cell papermill injected.
+        declared: The parameters the notebook declares.
+    """
+    assigned = {
+        target.id
+        for node in ast.walk(ast.parse(injected))
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    return sorted(assigned - declared)
