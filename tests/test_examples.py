@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from nandlib.a2n import a2n_rows, a2n_split, shift_auroc
 from nandlib.backbones import load_clip
 from nandlib.data import read_class
 from nandlib.detectors.aprilgan import AprilGAN, few_shot_maps
@@ -219,3 +220,49 @@ def test_visual_normality_is_the_mask_weighted_token_mean(protocol):
     assert torch.allclose(normality.f_add, by_hand / by_hand.norm(), atol=1e-6)
     with pytest.raises(ValueError, match="weight"):
         visual_normality(nd, [image], [mask], weight=2)
+
+
+# ------------------------------------------------------------------------------------ A2N (Saito et al.)
+
+
+def test_a2n_split_moves_the_first_half_by_file_name(mvtec_sample):
+    data = read_class(mvtec_sample, "bottle")
+    split = a2n_split(data, ["broken_small", "broken_large"])
+    for folder in ("broken_small", "broken_large"):
+        names = sorted(p.name for p in (mvtec_sample / "bottle" / "test" / folder).glob("*.png"))
+        moved = [s.path.name for s in split.moved if s.anomaly_type == folder]
+        assert moved == names[: len(names) // 2]  # 22 -> 000..010, 20 -> 000..009
+        kept = [s.path.name for s in split.test if s.anomaly_type == folder]
+        assert kept == names[len(names) // 2 :]
+    assert len(split.test) == len(data.test) - 11 - 10
+    assert split.relabelled.sum() == 11 + 10
+    assert not {s.path for s in split.moved} & {s.path for s in split.test}
+    odd = a2n_split(data, ["contamination"])
+    assert [s.path.name for s in odd.moved] == [f"{i:03d}.png" for i in range(10)]  # 21 // 2
+
+
+def test_shift_auroc_matches_a_hand_count():
+    before, after = [0.9, 0.5, 0.3], [0.5, 0.2, 0.1]
+    # pairs (before > after): 0.9 beats 3; 0.5 ties 0.5 (1/2) and beats 2; 0.3 beats 2 -> 7.5 of 9
+    assert shift_auroc(before, after) == pytest.approx(7.5 / 9)
+    assert shift_auroc([1.0, 2.0], [0.0, 0.5]) == 1.0
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        shift_auroc([1.0], [1.0, 2.0])
+
+
+def test_retrain_with_the_whole_bank_equals_the_example_route_of_the_moved_half(synth_root):
+    data = read_class(synth_root, "carpet")
+    split = a2n_split(data, ["cut", "hole"])
+
+    def patchcore():
+        return PatchCore("resnet18", resize=64, crop=64, pretrain_dim=32, target_dim=32, coreset_ratio=1.0)
+
+    before = patchcore().fit(LazyImages(data.train))
+    retrain = patchcore().fit(LazyImages([*data.train, *split.moved]))
+    moved = [s.image() for s in split.moved]
+    examples = copy.copy(before).add_normal_examples(moved)
+    frame = a2n_rows(data, "cut", before, {"retrain": retrain, "examples": examples})
+    assert frame["route"].tolist() == ["retrain", "examples"]
+    assert frame["auroc_after"].iloc[0] == pytest.approx(frame["auroc_after"].iloc[1], abs=1e-12)
+    assert frame["s_auroc"].iloc[0] == pytest.approx(frame["s_auroc"].iloc[1], abs=1e-12)
+    assert frame["s_auroc"].iloc[0] > 0.5 and (frame["n_moved"] == len(moved)).all()
