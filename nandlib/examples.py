@@ -208,8 +208,10 @@ class ExampleProtocol:
         return drawn, keep, routes
 
     def results(self, groups: Sequence[str] | None = None) -> pd.DataFrame:
-        """Tidy rows (:data:`EXAMPLE_COLUMNS`) for every group (default: all present), draw and route."""
-        groups = list(groups) if groups is not None else list(self._text)
+        """Tidy rows (:data:`EXAMPLE_COLUMNS`) per group (default: those with test images), draw and route."""
+        if groups is None:
+            present = set(self.types.tolist())
+            groups = [g for g, members in self.evaluation.groups.items() if present & set(members)]
         rows = []
         for group in groups:
             for draw in range(self.draws):

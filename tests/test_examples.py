@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.exceptions import NotFittedError
 
 from nandlib.a2n import a2n_rows, a2n_split, shift_auroc
 from nandlib.backbones import load_clip
@@ -18,7 +19,7 @@ from nandlib.detectors.patchcore import PatchCore
 from nandlib.detectors.winclip import WinCLIP
 from nandlib.evaluation import ClassEvaluation, LazyImages
 from nandlib.examples import ExampleProtocol, draw_examples, example_inputs, visual_normality
-from nandlib.nand import NormalityDetector
+from nandlib.nand import NANDDetector, NormalityDetector
 
 
 def _pixels(seed: int, size: int = 4) -> Image.Image:
@@ -266,3 +267,24 @@ def test_retrain_with_the_whole_bank_equals_the_example_route_of_the_moved_half(
     assert frame["auroc_after"].iloc[0] == pytest.approx(frame["auroc_after"].iloc[1], abs=1e-12)
     assert frame["s_auroc"].iloc[0] == pytest.approx(frame["s_auroc"].iloc[1], abs=1e-12)
     assert frame["s_auroc"].iloc[0] > 0.5 and (frame["n_moved"] == len(moved)).all()
+
+
+def test_aprilgan_masks_keep_only_the_touched_cells_per_layer():
+    detector = AprilGAN(load_clip("nand-tiny-p14", image_size=56, seed=0), "bottle", seed=0)
+    image = _ramp(1)
+    mask = np.zeros((image.height, image.width), dtype=bool)
+    mask[:10, :10] = True
+    extended = copy.copy(detector).add_normal_examples([image], [mask])
+    touched = int((patch_fractions([mask], detector.geometry, detector.backbone.grid_size) > 0).sum())
+    assert 0 < touched < detector.backbone.grid_size[0] * detector.backbone.grid_size[1]
+    assert [len(m) for m in extended.example_memory_] == [touched] * len(detector.adapters.layers)
+
+
+def test_example_route_needs_a_fitted_memory_and_a_detector_that_accepts_examples(protocol):
+    with pytest.raises(NotFittedError, match="no memory bank"):
+        PatchCore("resnet18", resize=64, crop=64).add_normal_examples([_pixels(0, 64)])
+    evaluation = copy.copy(protocol.evaluation)
+    evaluation.encoded = copy.copy(evaluation.encoded)
+    evaluation.encoded.detector = NANDDetector(protocol.evaluation.detector, evaluation.nd, [])
+    with pytest.raises(ValueError, match="does not accept examples"):
+        ExampleProtocol(evaluation)
