@@ -1,6 +1,6 @@
 """Examples vs text on the toy world (issue 20; not a test): every route, several draws, and A2N.
 
-For each class, trains (or loads) the toy world of ``--seed`` and runs protocol (a) of
+For each class, trains (or loads) the toy world of the ``toy`` profile (seed 0) and runs protocol (a) of
 :mod:`nandlib.examples` with PatchCore (all example patches join, and the continued-coreset variant) and
 APRIL-GAN: NAND (text), the example route with k = 1 and 5, text + examples and visual ND (our addition),
 ``--draws`` seeded draws, the drawn images removed from evaluation in every row. Then Saito et al.'s A2N
@@ -48,6 +48,7 @@ VARIANTS = {  # label -> (profile detector, settings override, add_normal_exampl
     "patchcore": ("patchcore", PATCHCORE, {}),
     "patchcore-coreset": ("patchcore", PATCHCORE, {"coreset": True}),
     "aprilgan": ("aprilgan", None, {}),
+    "winclip-1": ("winclip-1", None, {}),
 }
 SHOWN = ["delta", "others_change", "g_vs_good_after", "sup_specificity"]
 
@@ -123,9 +124,10 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="toy world seed")
     parser.add_argument("--classes", default="carpet,grid,leather,bottle,hazelnut,screw")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {list(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default="patchcore,patchcore-coreset,aprilgan", help=f"of {list(VARIANTS)}"
+    )
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--figure", default="carpet/thread", help="class/group of the figure")
     parser.add_argument("--no-a2n", action="store_true", help="skip the A2N part")
@@ -137,6 +139,7 @@ def main() -> None:
     out = args.out or toy_dir() / "examples-report"
     out.mkdir(parents=True, exist_ok=True)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    figure_class, figure_group = args.figure.split("/")
     started = time.perf_counter()
     print(machine())
     data = evaluation_data(toy_dir() / "eval-synthetic-64", classes)
@@ -146,14 +149,16 @@ def main() -> None:
         for class_name in classes:
             tick = time.perf_counter()
             detector, nd, cfg = build(class_name, variant, data, cache_dir)
-            evaluation = ClassEvaluation(detector, nd, read_class(data, class_name), label=variant)
+            evaluation = ClassEvaluation(
+                detector, nd, read_class(data, class_name), label=variant, batch_size=cfg.batch_size
+            )
             protocol = ExampleProtocol(
                 evaluation, ks=(1, 5), draws=args.draws, seed=cfg.seed,
                 example_options=VARIANTS[variant][2], batch_size=cfg.batch_size,
             )  # fmt: skip
             frames.append(protocol.results())
-            if f"{class_name}/" == args.figure.split("/")[0] + "/" and variant == "patchcore":
-                arrays = figure_arrays(protocol, args.figure.split("/")[1])
+            if class_name == figure_class and variant == "patchcore":
+                arrays = figure_arrays(protocol, figure_group)
                 np.savez_compressed(out / "figure.npz", **arrays)
             seconds[f"{variant}/{class_name}"] = round(time.perf_counter() - tick, 1)
             print(f"{variant}/{class_name}: {seconds[f'{variant}/{class_name}']} s", flush=True)
@@ -162,7 +167,7 @@ def main() -> None:
     table = summary(frame)
     table.to_csv(out / "summary.csv", index=False)
     pd.set_option("display.width", 250)
-    print(f"\nExamples vs text on the toy world (points; {args.draws} draws, seed {args.seed})")
+    print(f"\nExamples vs text on the toy world (points; {args.draws} draws, seed {cfg.seed})")
     print(table.round(1).to_string(index=False))
     if not args.no_a2n:
         a2n = pd.concat([a2n_class(c, data, cache_dir) for c in classes], ignore_index=True)
@@ -172,7 +177,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     record = {
         "what": "toy world (generated data, models trained here); not the paper's results",
-        "machine": machine(), "commit": commit.strip(), "seed": args.seed, "classes": classes,
+        "machine": machine(), "commit": commit.strip(), "seed": cfg.seed, "classes": classes,
         "draws": args.draws, "ks": [1, 5], "variants": {v: VARIANTS[v][1:] for v in args.variants.split(",")},
         "seconds": seconds, "total_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
