@@ -27,6 +27,7 @@ from nandlib.adapters import Adapters
 from nandlib.backbones import ClipBackbone
 from nandlib.cache import FeatureCache
 from nandlib.detectors.base import Detector, MapGeometry, Prediction
+from nandlib.detectors.examples import check_examples, patch_fractions
 from nandlib.prompts import aprilgan_prompts
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class AprilGANFeatures:
         grid: Patch grid ``(rows, columns)``; ``rows * columns == N``.
         map_size: ``(height, width)`` the maps are upsampled to (the backbone's input size).
         image_sizes: Original ``(width, height)`` of each image (to place detector crops).
+        raw_tokens: Per layer ``[B, N, W]`` unprojected patch tokens (CLS dropped), kept only when the
+            model holds a few-shot memory (:meth:`AprilGAN.add_normal_examples`); else ``None``.
     """
 
     patch_tokens: tuple[torch.Tensor, ...]
@@ -55,6 +58,7 @@ class AprilGANFeatures:
     grid: tuple[int, int]
     map_size: tuple[int, int]
     image_sizes: tuple[tuple[int, int], ...]
+    raw_tokens: tuple[torch.Tensor, ...] | None = None
 
 
 def zero_shot_maps(
@@ -94,6 +98,39 @@ def zero_shot_maps(
     return total if combine == "sum" else total / len(patch_tokens)
 
 
+def few_shot_maps(
+    raw_tokens: Sequence[torch.Tensor],
+    memory: Sequence[torch.Tensor],
+    grid: tuple[int, int],
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """APRIL-GAN's few-shot map (official ``few_shot.py``, ``test.py``): per layer, the smallest cosine
+    distance ``1 − cos`` of each unprojected patch token to that layer's memory, on the patch grid,
+    upsampled bilinear (``align_corners=True``) to ``size``, summed over layers.
+
+    Args:
+        raw_tokens: Per layer ``[B, N, W]`` unprojected patch tokens.
+        memory: Per layer ``[M, W]`` unprojected patch tokens of the memory.
+        grid: ``(rows, columns)`` with ``rows * columns == N``.
+        size: ``(height, width)`` of the maps.
+
+    Returns:
+        ``[B, height, width]`` on the tokens' device.
+    """
+    rows, cols = grid
+    total = None
+    for tokens, bank in zip(raw_tokens, memory, strict=True):
+        bank = F.normalize(bank.float(), dim=-1)
+        distance = torch.cat(
+            [1 - (F.normalize(t.float(), dim=-1) @ bank.T).amax(dim=-1) for t in tokens.split(1)]
+        )
+        grid_map = F.interpolate(
+            distance.reshape(-1, 1, rows, cols), size=size, mode="bilinear", align_corners=True
+        )
+        total = grid_map[:, 0] if total is None else total + grid_map[:, 0]
+    return total
+
+
 def text_probability(image_embedding: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
     """Probability of column 1 of ``text_features`` for unit image embeddings ``[B, D]`` (scale 100)."""
     return (LOGIT_SCALE * image_embedding @ text_features.to(image_embedding)).softmax(dim=-1)[:, 1]
@@ -124,7 +161,9 @@ class AprilGAN(Detector):
     """
 
     kind = "aprilgan"
+    accepts_examples = True
     name = "aprilgan"
+    example_memory_: tuple[torch.Tensor, ...] | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, context: BuildContext) -> AprilGAN:
@@ -198,10 +237,14 @@ class AprilGAN(Detector):
             raise ValueError("images: need at least one image")
         layers = self.adapters.layers
         per_layer: list[list[torch.Tensor]] = [[] for _ in layers]
+        raw: list[list[torch.Tensor]] = [[] for _ in layers]
         embeddings = []
         for start in range(0, len(images), self.batch_size):
             embedding, tokens = self.encode(images[start : start + self.batch_size])
             embeddings.append(F.normalize(embedding, dim=-1))
+            if self.example_memory_ is not None:  # unprojected, for the few-shot map
+                for bucket, layer in zip(raw, tokens, strict=True):
+                    bucket.append(layer[:, 1:, :])
             for bucket, projected in zip(per_layer, self.adapters(tokens), strict=True):
                 bucket.append(projected)
         size = self.backbone.image_size
@@ -211,7 +254,46 @@ class AprilGAN(Detector):
             grid=self.backbone.grid_size,
             map_size=(size, size),
             image_sizes=tuple(im.size for im in images),
+            raw_tokens=tuple(torch.cat(bucket) for bucket in raw)
+            if self.example_memory_ is not None
+            else None,
         )
+
+    def add_normal_examples(
+        self, images: Sequence[Image.Image], masks: Sequence[Any] | None = None
+    ) -> AprilGAN:
+        """The example route: the examples' unprojected patch tokens join APRIL-GAN's few-shot memory.
+
+        As the official few-shot mode (``few_shot.py``): one memory per layer of the adapters' layers
+        (raw block outputs, CLS dropped, before the linear layers); the map becomes the zero-shot map plus
+        :func:`few_shot_maps`. Deviation: the image score stays the CLS text probability (the official
+        ``0.5 · (text + min-max of max map over the test set)`` needs the whole test set).
+
+        Args:
+            images: Example images of the normality to add.
+            masks: Defect masks ``[H, W]``, one per image: only patches touching the defect join.
+                ``None`` (default): every patch joins.
+
+        Raises:
+            ValueError: No images, or masks that do not match them.
+        """
+        checked = check_examples(images, masks)
+        parts = [
+            self.encode(images[i : i + self.batch_size])[1] for i in range(0, len(images), self.batch_size)
+        ]
+        layers = [torch.cat(layer)[:, 1:, :] for layer in zip(*parts, strict=True)]  # [K, N, W] per layer
+        if checked is None:
+            new = [layer.flatten(0, 1) for layer in layers]
+        else:
+            touched = (patch_fractions(checked, self.geometry, self.backbone.grid_size) > 0).to(
+                layers[0].device
+            )
+            new = [layer[touched] for layer in layers]
+        old = self.example_memory_
+        self.example_memory_ = tuple(
+            new if old is None else [torch.cat(pair) for pair in zip(old, new, strict=True)]
+        )
+        return self
 
     @torch.no_grad()
     def encode(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -238,6 +320,12 @@ class AprilGAN(Detector):
         """Maps (Eq. 4, summed over layers) and native image scores from precomputed features."""
         text = self.text_features
         maps = zero_shot_maps(features.patch_tokens, features.grid, text, features.map_size, combine="sum")
+        if self.example_memory_ is not None:
+            if features.raw_tokens is None:
+                raise ValueError("features: encoded before examples were added; call features(images) again")
+            maps = maps + few_shot_maps(
+                features.raw_tokens, self.example_memory_, features.grid, features.map_size
+            )
         scores = text_probability(features.image_embedding, text)
         return Prediction(maps=maps.float().cpu(), scores=scores.float().cpu())
 

@@ -9,7 +9,9 @@ NAND (:func:`nandlib.nand.add_normality`) wraps any detector that produces maps.
 What generic code needs from a detector it asks the detector, never its type: how it is built from a
 config (``Settings``, :meth:`Detector.from_settings`, :meth:`Detector.default_name`), whether it can share
 its forward pass with the ND module (:meth:`Detector.predict_with_nd`) or serve as one
-(:meth:`Detector.normality_source`), and where its weights come from (:meth:`Detector.provenance`).
+(:meth:`Detector.normality_source`), whether its memory of normal features takes example images
+(:attr:`Detector.accepts_examples`, :meth:`Detector.add_normal_examples`), and where its weights come
+from (:meth:`Detector.provenance`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class Detector(ABC):
     """
 
     kind: ClassVar[str] = ""
+    accepts_examples: ClassVar[bool] = False
     Settings: ClassVar[type[BaseModel]] = NoSettings
     name: str = "detector"
     class_name: str | None = None
@@ -136,6 +139,28 @@ class Detector(ABC):
         The default runs both; a detector that shares the ND module's encoder encodes each image once.
         """
         return self.predict(images), nd.features(images)
+
+    def add_normal_examples(
+        self, images: Sequence[Image.Image], masks: Sequence[Any] | None = None
+    ) -> Detector:
+        """The example route: the examples' features join the memory of normal features (in place).
+
+        Implemented by detectors that declare :attr:`accepts_examples`; it rebinds fitted attributes
+        instead of changing their tensors, so a ``copy.copy`` of a fitted detector takes examples without
+        touching the original. Book: ``examples_vs_text.md``.
+
+        Args:
+            images: RGB images of the normality to add.
+            masks: Optional boolean ``[H, W]`` defect masks, one per image: only the patches touching the
+                defect join (off by default: every patch of the images joins).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            NotImplementedError: The detector keeps no memory that takes examples.
+        """
+        raise NotImplementedError(f"{self.name}: no example route (accepts_examples is False)")
 
     def normality_source(self) -> AprilGAN | None:
         """The APRIL-GAN whose machinery can serve as this detector's ND module (``None``: none)."""

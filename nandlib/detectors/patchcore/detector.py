@@ -23,7 +23,8 @@ from torchvision.models import ResNet
 from nandlib.cache import FeatureCache
 from nandlib.config import Settings
 from nandlib.detectors.base import Detector, MapGeometry, Prediction, check_is_fitted
-from nandlib.detectors.patchcore.coreset import approximate_greedy_coreset
+from nandlib.detectors.examples import check_examples, continued_coreset, patch_fractions
+from nandlib.detectors.patchcore.coreset import approximate_greedy_coreset, random_projection
 from nandlib.detectors.patchcore.features import (
     aggregate_patches,
     check_layers,
@@ -89,6 +90,7 @@ class PatchCore(Detector):
     """
 
     kind = "patchcore"
+    accepts_examples = True
     Settings = PatchCoreSettings
     name = "patchcore"
 
@@ -278,6 +280,45 @@ class PatchCore(Detector):
                 scores.append(reweighted_scores(features, patch_scores, nearest, bank, support))
             maps.append(anomaly_maps(patch_scores.view(-1, height, width), self.crop, self.sigma))
         return Prediction(maps=torch.cat(maps), scores=torch.cat(scores).float().cpu())
+
+    def add_normal_examples(
+        self, images: Sequence[Image.Image], masks: Sequence[Any] | None = None, *, coreset: bool = False
+    ) -> PatchCore:
+        """The example route: the examples' patch features join the memory bank (book:
+        ``examples_vs_text.md``). A patch score is a nearest distance, so no score can rise.
+
+        Args:
+            images: Example images of the normality to add.
+            masks: Defect masks ``[H, W]``, one per image: only patches whose cell (in the crop) touches
+                the defect join. ``None`` (default): every patch joins.
+            coreset: ``False`` (default): all chosen patches join. ``True``: only the
+                ``int(n · coreset_ratio)`` that the greedy coreset rule, continued from the bank, selects
+                (:func:`~nandlib.detectors.examples.continued_coreset`).
+
+        Raises:
+            NotFittedError: Before :meth:`fit` or :meth:`load`.
+            ValueError: No images, or masks that do not match them.
+        """
+        check_is_fitted(self, "memory_bank_", "PatchCore: no memory bank; call fit(images) or load(path)")
+        checked = check_examples(images, masks)
+        parts = [
+            self.embed_images(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)
+        ]
+        features = torch.cat([part[0] for part in parts])  # [K, h·w, D]
+        if checked is None:
+            new = features.flatten(0, 1)
+        else:
+            touched = patch_fractions(checked, self.geometry, parts[0][1]) > 0
+            new = features[touched.to(features.device)]
+        if coreset:
+            dim = new.shape[1]
+            projection = (
+                None if dim == self.projection_dim else random_projection(dim, self.projection_dim, self.seed)
+            )
+            new = new[continued_coreset(self.memory_bank_, new, self.coreset_ratio, projection)]
+        self.memory_bank_ = torch.cat([self.memory_bank_, new]).contiguous()
+        self.examples_added_ = getattr(self, "examples_added_", 0) + len(new)
+        return self
 
     def _feature_settings(self) -> dict[str, str]:
         values = {name: getattr(self, name) for name in _FEATURE_SETTINGS if name != "backbone"}

@@ -21,6 +21,7 @@ from nandlib.backbones import ClipBackbone
 from nandlib.cache import FeatureCache
 from nandlib.config import ClipSpec, Settings
 from nandlib.detectors.base import Detector, MapGeometry, Prediction, check_is_fitted
+from nandlib.detectors.examples import check_examples, patch_fractions
 from nandlib.detectors.winclip.prompts import prompt_ensemble
 from nandlib.detectors.winclip.scoring import few_shot_map, make_window_masks, zero_shot_scores
 from nandlib.detectors.winclip.windows import ImageEmbeddings, encode_images, patch_grid
@@ -68,6 +69,7 @@ class WinCLIP(Detector):
     """
 
     kind = "winclip"
+    accepts_examples = True
     Settings = WinCLIPSettings
 
     def __init__(
@@ -190,6 +192,45 @@ class WinCLIP(Detector):
             maps.append(batch_maps)
             scores.append(batch_scores)
         return Prediction(maps=torch.cat(maps), scores=torch.cat(scores))
+
+    def add_normal_examples(
+        self, images: Sequence[Image.Image], masks: Sequence[Any] | None = None
+    ) -> WinCLIP:
+        """The example route: the examples' windows and patches join WinCLIP+'s reference memory.
+
+        The visual association score (WinCLIP Eq. 4) is a smallest distance over the pooled memory, so the
+        few-shot map of no image can rise. A zero-shot WinCLIP becomes a WinCLIP+ whose memory is the
+        examples alone (maps and scores then average the zero- and few-shot parts, as for ``k_shot > 0``).
+
+        Args:
+            images: Example images of the normality to add.
+            masks: Defect masks ``[H, W]``, one per image: only patches touching the defect, and windows
+                holding such a patch, join. ``None`` (default): all of them join.
+
+        Raises:
+            NotFittedError: Before :meth:`fit`.
+            ValueError: No images, or masks that do not match them.
+        """
+        check_is_fitted(self, "reference_indices_", f"WinCLIP k_shot={self.k_shot}: call fit(images) first")
+        checked = check_examples(images, masks)
+        new = self._embed(images)
+        patches, windows = new.patches, new.windows
+        if checked is not None:
+            touched = (patch_fractions(checked, self.geometry, self.grid) > 0).to(patches.device)
+            patches = patches[touched]
+            windows = [w[touched[:, mask].any(dim=1)] for w, mask in zip(windows, self.masks, strict=True)]
+        old = self.references_
+        if old is not None:
+            patches = torch.cat(
+                [old.patches.reshape(-1, patches.shape[-1]), patches.reshape(-1, patches.shape[-1])]
+            )
+            windows = [
+                torch.cat([o.reshape(-1, w.shape[-1]), w.reshape(-1, w.shape[-1])])
+                for o, w in zip(old.windows, windows, strict=True)
+            ]
+        image = new.image if old is None else torch.cat([old.image, new.image])
+        self.references_ = ImageEmbeddings(image=image, windows=list(windows), patches=patches)
+        return self
 
     def _embed(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
         """Embeddings of images, ``batch_size`` at a time (through :attr:`cache` when set)."""
