@@ -24,13 +24,19 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _read_images(folder: Path) -> list:
+def _read_inputs(folder: Path, name: str) -> tuple[list, str]:
+    """The images of ``folder`` and the object name, checked before any model is loaded."""
     from PIL import Image
+
+    from nandlib.tgvig.images import check_images
+    from nandlib.tgvig.keywords import check_name
 
     if not folder.is_dir():
         raise ValueError(f"--images: {folder} is not a folder")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return [Image.open(p).convert("RGB") for p in paths]
+    images = [Image.open(p).convert("RGB") for p in paths]
+    check_images(images, f"--images {folder}")
+    return images, check_name(name, "--name")
 
 
 def _clip(model: str, pretrained: str | None, checkpoint: Path | None):
@@ -51,9 +57,8 @@ def prompts(
     from nandlib.tgvig.keywords import choose_prompt
 
     try:
-        choice = choose_prompt(
-            _clip(clip_model, clip_pretrained, clip_checkpoint), name, _read_images(images)
-        )
+        given, name = _read_inputs(images, name)
+        choice = choose_prompt(_clip(clip_model, clip_pretrained, clip_checkpoint), name, given)
     except (ValueError, LookupError, ImportError, FileNotFoundError) as error:
         raise _fail(error) from error
     for prompt, cosine, kept in sorted(
@@ -87,10 +92,11 @@ def images_command(
     from nandlib.tgvig.toy import toy_vqgan
 
     try:
+        given, name = _read_inputs(images, name)
         settings = IntegratorSettings(images_per_round=images_per_round, rounds=rounds, variance=variance)
         vqmodel = toy_vqgan(seed) if generator == "toy" else load_vqmodel(generator)
         clip = _clip(clip_model, clip_pretrained, clip_checkpoint)
-        made = generate_normals(_read_images(images), name, clip, vqmodel, settings, prompt, seed)
+        made = generate_normals(given, name, clip, vqmodel, settings, prompt, seed)
     except (ValueError, LookupError, ImportError, FileNotFoundError) as error:
         raise _fail(error) from error
     out.mkdir(parents=True, exist_ok=True)

@@ -168,7 +168,7 @@ def choose_prompt(
     from nandlib.tgvig.images import check_images
 
     check_images(images)
-    candidates = candidate_prompts(name, word_set(name, relations))
+    candidates = encodable(clip, candidate_prompts(name, word_set(name, relations)))
     image = image_feature(clip_image_features(clip, images))
     texts = clip.unit_text_embeddings(candidates).cpu()
     index, cosine = best_prompt_index(image, texts, threshold, keep)
@@ -178,6 +178,29 @@ def choose_prompt(
         tuple(cosine.tolist()),
         tuple(outlier_mask(image, texts, threshold, keep).tolist()),
     )
+
+
+def encodable(clip, prompts: Sequence[str]) -> list[str]:
+    """The prompts ``clip``'s tokenizer can encode (all, for BPE; the toy CLIP knows only its own words).
+
+    Raises:
+        ValueError: None of them, naming the tokenizer's complaint about the first.
+    """
+    from nandlib.backbones import tokenize
+
+    kept, first = [], None
+    for prompt in prompts:
+        try:
+            tokenize(clip.tokenizer, [prompt])
+        except ValueError as error:
+            first = first or error
+            continue
+        kept.append(prompt)
+    if not kept:
+        raise ValueError(
+            f"object: the text encoder knows none of the {len(prompts)} candidate prompts ({first})"
+        )
+    return kept
 
 
 @torch.no_grad()

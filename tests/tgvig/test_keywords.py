@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,21 @@ def test_unknown_word_is_a_clear_error() -> None:
         word_set("qwzzxlnut")
     with pytest.raises(ValueError, match="relations"):
         word_set("hazelnut", relations=("antonyms",))
+
+
+@needs_wordnet
+def test_choose_prompt_scores_the_encodable_candidates_by_eq1() -> None:
+    """The toy CLIP (random weights) reads only its own words: screw's candidates it knows are kept."""
+    from nandlib.backbones import load_clip
+    from nandlib.data.synthetic import render_sample
+    from nandlib.tgvig.keywords import choose_prompt, clip_image_features
+
+    clip = load_clip("nand-toy", image_size=64)
+    images = [render_sample("screw", "good", np.random.default_rng(i), 64)[0] for i in range(2)]
+    choice = choose_prompt(clip, "screw", images)
+    assert "a screw with bolt" in choice.candidates and "a screw with Allen screw" not in choice.candidates
+    image = image_feature(clip_image_features(clip, images))
+    texts = clip.unit_text_embeddings(list(choice.candidates)).cpu()
+    assert choice.prompt == choice.candidates[best_prompt_index(image, texts)[0]]
+    with pytest.raises(ValueError, match="knows none"):
+        choose_prompt(clip, "hazelnut", images)
