@@ -168,9 +168,21 @@ def choose_prompt(
     from nandlib.tgvig.images import check_images
 
     check_images(images)
-    candidates = encodable(clip, candidate_prompts(name, word_set(name, relations)))
+    return score_prompts(
+        clip, encodable(clip, candidate_prompts(name, word_set(name, relations))), images, threshold, keep
+    )
+
+
+def score_prompts(
+    clip,
+    candidates: Sequence[str],
+    images: Sequence[Image.Image],
+    threshold: float = 0.5,
+    keep: Literal["far", "near"] = "far",
+) -> PromptChoice:
+    """The outlier rule and Eq. 1 over ``candidates`` for ``images``, with CLIP's ``f`` and ``G``."""
     image = image_feature(clip_image_features(clip, images))
-    texts = clip.unit_text_embeddings(candidates).cpu()
+    texts = clip.unit_text_embeddings(list(candidates)).cpu()
     index, cosine = best_prompt_index(image, texts, threshold, keep)
     return PromptChoice(
         candidates[index],
@@ -178,6 +190,49 @@ def choose_prompt(
         tuple(cosine.tolist()),
         tuple(outlier_mask(image, texts, threshold, keep).tolist()),
     )
+
+
+class KeywordPromptGenerator:
+    """NAND's :class:`~nandlib.prompts.generators.PromptGenerator` from the keyword-to-prompt generator.
+
+    A group's phrases are its keyword (the group name, underscores read as spaces) and the WordNet words
+    of it, ranked by Eq. 1 (prompts ``"a {class} with {word}"``, outliers removed) against images: examples
+    of the new normality when given, else the class's images (``images(class_name, group)`` chooses).
+
+    Args:
+        clip: :class:`nandlib.backbones.ClipBackbone`.
+        images: ``(class_name, group) -> images`` the phrases are scored against.
+        top_k: Phrases returned per group.
+        relations, threshold, keep: See :func:`word_set` and :func:`outlier_mask`.
+    """
+
+    def __init__(
+        self,
+        clip,
+        images,
+        top_k: int = 3,
+        relations: Sequence[str] = RELATIONS,
+        threshold: float = 0.5,
+        keep: Literal["far", "near"] = "far",
+    ) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k: must be a positive integer, got {top_k!r}")
+        self.clip, self.images, self.top_k = clip, images, top_k
+        self.relations, self.threshold, self.keep = relations, threshold, keep
+
+    def phrases(self, class_name: str, group: str) -> list[str]:
+        """The ``top_k`` best words for ``group`` of ``class_name`` (kept in ``S^p``, by cosine)."""
+        from nandlib.tgvig.images import check_images
+
+        keyword = check_name(group, "group")
+        words = [keyword, *word_set(keyword, self.relations)]
+        prompts = encodable(self.clip, candidate_prompts(class_name, words))
+        images = self.images(class_name, group)
+        check_images(images)
+        choice = score_prompts(self.clip, prompts, images, self.threshold, self.keep)
+        ranked = sorted((i for i, kept in enumerate(choice.kept) if kept), key=lambda i: -choice.cosine[i])
+        prefix = len(TEMPLATE.format(object=check_name(class_name), word=""))
+        return [choice.candidates[i][prefix:] for i in ranked[: self.top_k]]
 
 
 def encodable(clip, prompts: Sequence[str]) -> list[str]:

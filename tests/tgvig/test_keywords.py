@@ -101,3 +101,20 @@ def test_choose_prompt_scores_the_encodable_candidates_by_eq1() -> None:
     assert choice.prompt == choice.candidates[best_prompt_index(image, texts)[0]]
     with pytest.raises(ValueError, match="knows none"):
         choose_prompt(clip, "hazelnut", images)
+
+
+@needs_wordnet
+def test_keyword_prompt_generator_gives_nand_the_best_words_of_a_group() -> None:
+    from nandlib.backbones import load_clip
+    from nandlib.data.synthetic import render_sample
+    from nandlib.tgvig.keywords import KeywordPromptGenerator, encodable, score_prompts
+
+    clip = load_clip("nand-toy", image_size=64)
+    images = [render_sample("screw", "good", np.random.default_rng(i), 64)[0] for i in range(2)]
+    generator = KeywordPromptGenerator(clip, lambda class_name, group: images, top_k=2)
+    phrases = generator.phrases("screw", "scratch")
+    words = ["scratch", *word_set("scratch")]
+    choice = score_prompts(clip, encodable(clip, candidate_prompts("screw", words)), images)
+    kept = zip(choice.cosine, choice.candidates, choice.kept, strict=True)
+    best = sorted(((c, p) for c, p, k in kept if k), reverse=True)[:2]
+    assert phrases == [prompt.removeprefix("a screw with ") for _, prompt in best]
