@@ -63,7 +63,7 @@ def load_vqmodel(source: str | Path, subfolder: str | None = None):
     """
     diffusers = require("diffusers")
     try:
-        return diffusers.VQModel.from_pretrained(str(source), subfolder=subfolder)
+        return diffusers.VQModel.from_pretrained(str(source), subfolder=subfolder, low_cpu_mem_usage=False)
     except (OSError, ValueError) as error:
         raise FileNotFoundError(f"generator: cannot load a VQModel from {source!r}: {error}") from error
 
