@@ -17,6 +17,7 @@ from nandlib.data import (
     download_mvtec,
     generate_dataset,
 )
+from nandlib.tgvig.cli import generate_app
 
 app = typer.Typer(
     help="NAND companion: data, runs, sweeps and tables.",
@@ -338,6 +339,7 @@ def cache_prune(
     typer.echo(f"deleted {count} entries, {freed / 2**20:.1f} MiB")
 
 
+app.add_typer(generate_app, name="generate")
 toy_app = typer.Typer(
     help="The toy world: everything trained here, in minutes (book: reproducing.md).", rich_markup_mode=None
 )
