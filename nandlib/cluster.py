@@ -3,7 +3,8 @@
 ``--cluster`` names where the units run: ``local`` (a Dask ``LocalCluster`` of ``--workers`` processes, each
 offering one ``GPU``: they share the machine's default GPU, as the process pool's do), a
 scheduler address (``tcp://host:8786``) or a cluster file (YAML, :class:`ClusterFile`: a ``LocalCluster``,
-dask-cuda's ``LocalCUDACluster`` or a dask-jobqueue ``SLURMCluster``, ``PBSCluster`` or ``LSFCluster``).
+dask-cuda's ``LocalCUDACluster`` or a dask-jobqueue ``SLURMCluster``, ``PBSCluster`` or ``LSFCluster``; the
+examples shipped in ``nandlib/clusters`` by name: ``slurm``, ``multi-gpu``).
 Without it the units run in local processes (:class:`nandlib.engines.LocalEngine`). The sweep still decides
 which units run, locks them and reports progress; :class:`DaskEngine` only submits them. Needs the
 ``cluster`` extra. Book: ``reproducing.md``, "Running on a cluster".
@@ -16,8 +17,10 @@ import os
 import sys
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
+from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,7 +40,7 @@ _EXTRA = "pip install 'nandlib[cluster]'"
 
 
 class ClusterFile(BaseModel):
-    """A cluster file (YAML), e.g. the shipped ``nandlib/clusters/slurm.yaml``.
+    """A cluster file (YAML), e.g. the shipped ``nandlib/clusters/slurm.yaml`` (``--cluster slurm``).
 
     Attributes:
         kind: ``local``, ``local-cuda`` (one worker per GPU; needs ``dask-cuda``), ``slurm``, ``pbs``
@@ -72,6 +75,12 @@ def read_cluster_file(path: Path) -> ClusterFile:
         raise ConfigError(f"cluster file {path}: {problems}") from error
 
 
+def shipped_cluster_files() -> dict[str, Path]:
+    """The example cluster files shipped in ``nandlib.clusters``, by name (``slurm``, ``multi-gpu``)."""
+    folder = Path(str(files("nandlib.clusters")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
 def _module(name: str):
     try:
         return importlib.import_module(name)
@@ -84,7 +93,8 @@ class DaskEngine:
     """Units as tasks of a Dask cluster (:class:`nandlib.engines.Engine`).
 
     A unit's ``resources`` attribute, if any (``{"GPU": 1}`` for a unit on ``cuda``), is asked of the worker
-    that runs it. Tasks are impure (every submission runs) and retried ``retries`` times when they raise.
+    that runs it. Every submission gets a key of its own (so it runs, whatever ran before) and is retried
+    ``retries`` times when it raises.
 
     Args:
         client: A ``distributed.Client``.
@@ -104,7 +114,7 @@ class DaskEngine:
         distributed = _module("distributed")
         self._futures = {
             self.client.submit(
-                unit, key=f"nand-unit {key}", pure=False, retries=self.retries, resources=_resources(unit)
+                unit, key=f"nand-unit {key} {uuid4().hex}", retries=self.retries, resources=_resources(unit)
             ): key
             for key, unit in units.items()
         }
@@ -180,8 +190,13 @@ def _start(cluster: str, workers: int) -> Iterator[tuple[Any, int]]:
         spec = ClusterFile(kind="local", workers=workers, resources={"GPU": 1})
     elif Path(cluster).suffix in (".yaml", ".yml") and Path(cluster).is_file():
         spec = read_cluster_file(Path(cluster))
+    elif cluster in shipped_cluster_files():
+        spec = read_cluster_file(shipped_cluster_files()[cluster])
     else:
-        raise ConfigError(f"--cluster: expected local, tcp://host:port or a cluster YAML file: {cluster!r}")
+        raise ConfigError(
+            f"--cluster: expected local, tcp://host:port, a cluster YAML file or one of "
+            f"{sorted(shipped_cluster_files())}: {cluster!r}"
+        )
     module, name = CLUSTER_CLASSES[spec.kind]
     with _worker_environment(spec):
         started = getattr(_module(module), name)(**_arguments(spec))

@@ -159,6 +159,55 @@ def test_two_processes_writing_the_same_entry_leave_a_valid_one(tmp_path):
     assert stored.shape == (256, 64) and stored.unique().numel() == 1 and stored[0, 0] in (1.0, 2.0)
 
 
+SHAPE, VALUES = (512, 256), (1.0, 2.0, 3.0, 4.0)
+
+
+def _many_writer(root: str, value: float, rounds: int, barrier) -> None:
+    cache = FeatureCache(root)
+    cache._read = lambda path: None  # every round writes every entry again
+    images, encode = _images(3), lambda batch: {"x": torch.full((len(batch), *SHAPE), value)}
+    barrier.wait()
+    for _ in range(rounds):
+        cache.get_or_compute("race", SETTINGS, images, encode)
+
+
+def _reader(root: str, seconds: float, barrier, found) -> None:
+    """Read the entries while they are rewritten: count whole reads and anything else (torn, failing)."""
+    cache, folder = FeatureCache(root), Path(root) / "race" / fingerprint(SETTINGS)
+    paths = [folder / f"{image_digest(image)}.safetensors" for image in _images(3)]
+    whole = bad = 0
+    barrier.wait()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for path in paths:
+            existed = path.exists()  # once written, an entry is only ever replaced, never absent
+            row = cache._read(path)
+            values = row["x"].unique().tolist() if row is not None else []
+            if row is not None and row["x"].shape == SHAPE and len(values) == 1 and values[0] in VALUES:
+                whole += 1
+            elif existed or row is not None:
+                bad += 1
+    found.put((whole, bad))
+
+
+def test_several_processes_rewriting_the_same_entries_are_never_read_torn(tmp_path):
+    """Units on several workers (or machines on one file system) write the same entries at once."""
+    context = multiprocessing.get_context("fork")
+    barrier, found = context.Barrier(6), context.Queue()
+    writers = [context.Process(target=_many_writer, args=(str(tmp_path), v, 15, barrier)) for v in VALUES]
+    readers = [context.Process(target=_reader, args=(str(tmp_path), 4.0, barrier, found)) for _ in range(2)]
+    for process in writers + readers:
+        process.start()
+    counts = [found.get(timeout=120) for _ in readers]
+    for process in writers + readers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    assert sum(whole for whole, _ in counts) > 0
+    assert [bad for _, bad in counts] == [0, 0]
+    names = sorted(p.name for p in (tmp_path / "race").rglob("*") if p.is_file())
+    assert len(names) == 4 and not [n for n in names if n.endswith(".tmp")]  # 3 entries and settings.json
+
+
 def test_prune_by_namespace_age_and_size(tmp_path):
     cache, images = FeatureCache(tmp_path), _images(4)
     for namespace in ("a", "b"):

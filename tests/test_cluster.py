@@ -16,6 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 import yaml
 
@@ -125,8 +126,11 @@ def test_a_killed_sweep_resumes_on_another_engine_without_rerunning_finished_uni
     deadline = time.monotonic() + 300
     while not list(out.glob("results/*/*.fingerprint")) and time.monotonic() < deadline:
         time.sleep(0.1)
+    workers = psutil.Process(sweep.pid).children(recursive=True)
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
+    _, alive = psutil.wait_procs(workers, timeout=30)  # its workers (holding its locks) die with it
+    assert not alive
     finished = {path: path.stat().st_mtime_ns for path in out.glob("results/*/*.csv")}
     finished = {p: t for p, t in finished.items() if p.with_suffix(".fingerprint").is_file()}
     assert 1 <= len(finished) < UNITS
