@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -159,53 +160,47 @@ def test_two_processes_writing_the_same_entry_leave_a_valid_one(tmp_path):
     assert stored.shape == (256, 64) and stored.unique().numel() == 1 and stored[0, 0] in (1.0, 2.0)
 
 
-SHAPE, VALUES = (512, 256), (1.0, 2.0, 3.0, 4.0)
+def _paused_writer(root: str, value: float, half, resume) -> None:
+    """Rewrite the entry of ``_images(1)``, stopping half-way through the file until told to go on."""
 
+    def save_in_two_halves(tensors, filename, metadata=None):
+        data = safetensors.torch.save(tensors, metadata=metadata)
+        with open(filename, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            half.wait(timeout=60)  # every writer is half-way through the same entry
+            resume.wait(timeout=60)
+            handle.write(data[len(data) // 2 :])
 
-def _many_writer(root: str, value: float, rounds: int, barrier) -> None:
+    cache_module.save_file = save_in_two_halves
     cache = FeatureCache(root)
-    cache._read = lambda path: None  # every round writes every entry again
-    images, encode = _images(3), lambda batch: {"x": torch.full((len(batch), *SHAPE), value)}
-    barrier.wait()
-    for _ in range(rounds):
-        cache.get_or_compute("race", SETTINGS, images, encode)
+    cache._read = lambda path: None  # write even though the entry exists
+    cache.get_or_compute("race", SETTINGS, _images(1), lambda b: {"x": torch.full((len(b), 64, 64), value)})
 
 
-def _reader(root: str, seconds: float, barrier, found) -> None:
-    """Read the entries while they are rewritten: count whole reads and anything else (torn, failing)."""
-    cache, folder = FeatureCache(root), Path(root) / "race" / fingerprint(SETTINGS)
-    paths = [folder / f"{image_digest(image)}.safetensors" for image in _images(3)]
-    whole = bad = 0
-    barrier.wait()
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for path in paths:
-            existed = path.exists()  # once written, an entry is only ever replaced, never absent
-            row = cache._read(path)
-            values = row["x"].unique().tolist() if row is not None else []
-            if row is not None and row["x"].shape == SHAPE and len(values) == 1 and values[0] in VALUES:
-                whole += 1
-            elif existed or row is not None:
-                bad += 1
-    found.put((whole, bad))
-
-
-def test_several_processes_rewriting_the_same_entries_are_never_read_torn(tmp_path):
-    """Units on several workers (or machines on one file system) write the same entries at once."""
+def test_an_entry_rewritten_by_several_processes_at_once_is_never_read_half_written(tmp_path):
+    """Units on several workers (or machines sharing a file system) write the same entry at once."""
+    first = FeatureCache(tmp_path).get_or_compute(
+        "race", SETTINGS, _images(1), lambda b: {"x": torch.zeros(1, 64, 64)}
+    )
+    entry = next((tmp_path / "race").rglob("*.safetensors"))
     context = multiprocessing.get_context("fork")
-    barrier, found = context.Barrier(6), context.Queue()
-    writers = [context.Process(target=_many_writer, args=(str(tmp_path), v, 15, barrier)) for v in VALUES]
-    readers = [context.Process(target=_reader, args=(str(tmp_path), 4.0, barrier, found)) for _ in range(2)]
-    for process in writers + readers:
-        process.start()
-    counts = [found.get(timeout=120) for _ in readers]
-    for process in writers + readers:
-        process.join(timeout=120)
-        assert process.exitcode == 0
-    assert sum(whole for whole, _ in counts) > 0
-    assert [bad for _, bad in counts] == [0, 0]
-    names = sorted(p.name for p in (tmp_path / "race").rglob("*") if p.is_file())
-    assert len(names) == 4 and not [n for n in names if n.endswith(".tmp")]  # 3 entries and settings.json
+    half, resume = context.Barrier(4), context.Barrier(4)
+    writers = [
+        context.Process(target=_paused_writer, args=(str(tmp_path), v, half, resume)) for v in (1.0, 2.0, 3.0)
+    ]
+    for writer in writers:
+        writer.start()
+    half.wait(timeout=60)
+    during = FeatureCache(tmp_path)._read(entry)  # three writers are half-way through this entry
+    resume.wait(timeout=60)
+    for writer in writers:
+        writer.join(timeout=60)
+        assert writer.exitcode == 0
+    after = FeatureCache(tmp_path)._read(entry)
+    assert during is not None and torch.equal(during["x"], first["x"][0])
+    assert after is not None and after["x"].unique().tolist() in ([1.0], [2.0], [3.0])
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_prune_by_namespace_age_and_size(tmp_path):
