@@ -244,7 +244,10 @@ def test_cluster_file_errors_name_the_file_and_key(tmp_path):
 
 
 def test_unknown_cluster_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="--cluster: expected local, tcp://host:port or a cluster YAML"):
+    expected = (
+        r"--cluster: expected local, tcp://host:port, a cluster YAML file or one of \[.multi-gpu., .slurm.\]"
+    )
+    with pytest.raises(ConfigError, match=expected):
         with open_engine(str(tmp_path / "missing.yaml")):
             pass
 
