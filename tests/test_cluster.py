@@ -22,9 +22,10 @@ import yaml
 
 from nandlib.cluster import DaskEngine, open_engine, read_cluster_file
 from nandlib.config import ConfigError, parse_profile
-from nandlib.outputs import OutputLayout
+from nandlib.fingerprints import unit_fingerprint
+from nandlib.outputs import OutputLayout, release, try_lock
 from nandlib.profiles import load_profile
-from nandlib.sweep import run_sweep
+from nandlib.sweep import UnitTask, run_sweep, unit_configs
 
 distributed = pytest.importorskip("distributed")
 
@@ -209,6 +210,34 @@ def test_a_failing_unit_is_reported_with_its_record_and_the_sweep_exits_non_zero
         and str(OutputLayout(out).run_record("aprilgan", "bottle")) in rows["bottle"]
     )
     assert "Dask dashboard: http" in done.stderr
+
+
+def test_a_rerun_waits_for_a_live_attempt_and_does_not_redo_what_it_finished(profile, synth_root, tmp_path):
+    """A cluster may rerun a unit while the attempt it gave up on still runs (a worker cut off from it)."""
+    out, layout = tmp_path / "out", OutputLayout(tmp_path / "out")
+    (config,) = unit_configs(profile, synth_root, out, classes=["carpet"], detectors=["aprilgan"]).values()
+    task = UnitTask(str(FAKE), config.to_json(), unit_fingerprint(config).to_json())
+    earlier = try_lock(layout.attempt("aprilgan", "carpet"))
+    rerun = threading.Thread(target=task)
+    rerun.start()
+    time.sleep(2)
+    assert rerun.is_alive()  # waits for the earlier attempt
+    layout.results("aprilgan", "carpet").parent.mkdir(parents=True)
+    layout.results("aprilgan", "carpet").write_text("class,group\ncarpet,g\n")
+    layout.fingerprint("aprilgan", "carpet").write_text(task.fingerprint)
+    release(earlier)  # the earlier attempt finished the unit
+    rerun.join(timeout=30)
+    assert not rerun.is_alive()
+    assert not (out / "executions.log").exists()  # the notebook did not run again
+
+
+def test_units_on_cuda_ask_for_one_gpu(profile, synth_root, tmp_path):
+    gpu = parse_profile(profile.model_dump(mode="json") | {"device": "cuda"})
+    for chosen, wanted in ((profile, {}), (gpu, {"GPU": 1})):
+        (config,) = unit_configs(
+            chosen, synth_root, tmp_path, classes=["carpet"], detectors=["aprilgan"]
+        ).values()
+        assert UnitTask(str(FAKE), config.to_json(), "").resources == wanted
 
 
 def _threads_client():
