@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 PROFILE ?= toy
 DATA    ?=
 WORKERS ?= 2
+# Where the units run: empty (local processes), local, tcp://host:8786 or a cluster file (nand sweep --help).
+CLUSTER ?=
 # A checkout keeps what nandlib generates (datasets, toy weights, feature cache) beside it.
 export NAND_HOME ?= $(CURDIR)/.nand
 
@@ -31,5 +33,5 @@ clean:
 	rm -rf _build book/generated
 
 book: install
-	$(VENV)/bin/nand book --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --workers $(WORKERS)
+	$(VENV)/bin/nand book --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --workers $(WORKERS) $(if $(CLUSTER),--cluster $(CLUSTER))
 	@test -f _build/html/index.html && echo "open _build/html/index.html"
