@@ -4,7 +4,8 @@
    end to end, engine started and closed included: the process pool (``--workers 2``) against a Dask
    ``LocalCluster`` of 2 worker processes (``--cluster local --workers 2``), alternating, best of
    ``--repeat``. Goal: ratio <= 1.1.
-2. Scheduling overhead per unit: ``--trivial`` units that do nothing through each engine (started once).
+2. Scheduling overhead per unit: ``--trivial`` units that do nothing through each engine (started once),
+   and what starting (workers ready) and closing each engine costs.
 
 Writes ``results/dask_overhead.json`` and ``results/dask_overhead.md`` beside this script (the book's
 "Running on a cluster" includes the table) and prints ``RATIO`` lines.
@@ -45,20 +46,21 @@ def sweep_seconds(cluster: str | None, profile, data: Path, out: Path) -> float:
     return seconds
 
 
-def per_unit_seconds(cluster: str | None, count: int) -> float:
-    """Seconds per unit of ``count`` units doing nothing, on an engine already started."""
+def engine_costs(cluster: str | None, count: int) -> tuple[float, float]:
+    """Seconds to start, warm and close the engine, and per unit of ``count`` units doing nothing."""
+    start = time.perf_counter()
     with open_engine(cluster, 2) as engine:
         list(engine.run({i: partial(int, "1") for i in range(4)}))  # warm: workers started
-        start = time.perf_counter()
+        ready = time.perf_counter()
         outcomes = list(engine.run({i: partial(int, "1") for i in range(count)}))
-        seconds = time.perf_counter() - start
+        done = time.perf_counter()
     assert len(outcomes) == count and not any(o.error for o in outcomes)
-    return seconds / count
+    return ready - start + time.perf_counter() - done, (done - ready) / count
 
 
 def table(found: dict) -> str:
     """The Markdown table the book includes."""
-    sweep, unit = found["sweep_seconds"], found["per_unit_ms"]
+    sweep, unit, fixed = found["sweep_seconds"], found["per_unit_ms"], found["start_and_close_seconds"]
     return (
         f"| Measured ({found['machine']}) | process pool | Dask LocalCluster | ratio |\n"
         f"|---|---|---|---|\n"
@@ -66,6 +68,8 @@ def table(found: dict) -> str:
         f"| {sweep['pool']:.1f} s | {sweep['dask']:.1f} s | **{found['ratio']:.3f}** |\n"
         f"| scheduling overhead per unit ({found['trivial']} empty units) "
         f"| {unit['pool']:.2f} ms | {unit['dask']:.2f} ms | {unit['dask'] / unit['pool']:.2f} |\n"
+        f"| engine start (workers ready) and close, no units "
+        f"| {fixed['pool']:.1f} s | {fixed['dask']:.1f} s | |\n"
     )
 
 
@@ -86,7 +90,8 @@ def main() -> None:
                 times[name].append(sweep_seconds(cluster, profile, data, out))
                 print(f"{name} sweep {round_}: {times[name][-1]:.1f} s", flush=True)
     best = {name: min(values) for name, values in times.items()}
-    unit = {name: 1000 * per_unit_seconds(c, args.trivial) for name, c in (("pool", None), ("dask", "local"))}
+    costs = {name: engine_costs(c, args.trivial) for name, c in (("pool", None), ("dask", "local"))}
+    unit = {name: 1000 * per_unit for name, (_, per_unit) in costs.items()}
     found = {
         "machine": machine(),
         "units": len(CLASSES) * len(DETECTORS),
@@ -96,6 +101,7 @@ def main() -> None:
         "sweep_runs": times,
         "ratio": best["dask"] / best["pool"],
         "per_unit_ms": unit,
+        "start_and_close_seconds": {name: fixed for name, (fixed, _) in costs.items()},
     }
     RESULTS.mkdir(exist_ok=True)
     atomic_write(RESULTS / "dask_overhead.json", lambda p: p.write_text(json.dumps(found, indent=1)))

@@ -224,14 +224,14 @@ def _arguments(spec: ClusterFile) -> dict[str, Any]:
 
 @contextmanager
 def _worker_environment(spec: ClusterFile) -> Iterator[None]:
-    """Local workers get the threads the process pool's get (Dask's default is 1), restarts included."""
+    """Local workers (and the kernels they start) get the environment the process pool's get, restarts
+    included: its share of the cores, and none of Dask's own settings (1 thread, eager memory trimming)."""
     if spec.kind != "local":
         yield
         return
     import dask
 
     with _shared_cores(spec.workers or 1):
-        threads = os.environ.get("OMP_NUM_THREADS")
-    environment = {"MALLOC_TRIM_THRESHOLD_": 65536, "OMP_NUM_THREADS": threads}
+        environment = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
         yield
