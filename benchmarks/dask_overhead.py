@@ -7,7 +7,7 @@
 2. Scheduling overhead per unit: ``--trivial`` units that do nothing through each engine (started once),
    and what starting (workers ready) and closing each engine costs.
 
-Writes ``results/dask_overhead.json`` and ``results/dask_overhead.md`` beside this script (the book's
+Writes ``book/data/dask_overhead.json`` and ``book/data/dask_overhead.md`` in the checkout (the book's
 "Running on a cluster" includes the table) and prints ``RATIO`` lines.
 
     .venv/bin/python benchmarks/dask_overhead.py [--repeat 2] [--trivial 200]
@@ -32,7 +32,7 @@ from nandlib.profiles import load_profile
 from nandlib.sweep import run_sweep
 
 CLASSES, DETECTORS = ["carpet", "bottle"], ["aprilgan", "winclip-0"]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "book" / "data"
 
 
 def sweep_seconds(cluster: str | None, profile, data: Path, out: Path) -> tuple[float, float]:
@@ -111,7 +111,7 @@ def main() -> None:
         "per_unit_ms": unit,
         "start_and_close_seconds": {name: fixed for name, (fixed, _) in costs.items()},
     }
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write(RESULTS / "dask_overhead.json", lambda p: p.write_text(json.dumps(found, indent=1)))
     atomic_write(RESULTS / "dask_overhead.md", lambda p: p.write_text(table(found)))
     print(table(found))
