@@ -188,19 +188,11 @@ def test_a_failing_unit_is_reported_with_its_record_and_the_sweep_exits_non_zero
     broken.write_bytes(b"not an image")
     profile_file = tmp_path / "tiny.yaml"
     profile_file.write_text(yaml.safe_dump(profile.model_dump(mode="json")))
+    cluster = tmp_path / "cluster.yaml"  # a LocalCluster of 2 workers; a failing unit is not retried
+    cluster.write_text("kind: local\nworkers: 2\nretries: 0\n")
     out = tmp_path / "out"
-    command = [NAND, "sweep", "--profile", str(profile_file), "--data"]
-    command += [
-        str(data),
-        "--out",
-        str(out),
-        "--detectors",
-        "aprilgan",
-        "--cluster",
-        "local",
-        "--workers",
-        "2",
-    ]
+    command = [NAND, "sweep", "--profile", str(profile_file), "--data", str(data), "--out", str(out)]
+    command += ["--detectors", "aprilgan", "--cluster", str(cluster)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if "aprilgan" in line}
