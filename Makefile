@@ -4,6 +4,8 @@ PY      := $(VENV)/bin/python
 PROFILE ?= toy
 DATA    ?=
 WORKERS ?= 2
+# Where the units run: empty (local processes), local, tcp://host:8786 or a cluster file (nand sweep --help).
+CLUSTER ?=
 # A checkout keeps what nandlib generates (datasets, toy weights, feature cache) beside it.
 export NAND_HOME ?= $(CURDIR)/.nand
 
@@ -13,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[book,test,tgvig]'
+	$(PY) -m pip install -q -e '.[book,test,tgvig,cluster]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -31,7 +33,7 @@ clean:
 	rm -rf _build book/generated
 
 book: install colab-sync
-	$(VENV)/bin/nand book --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --workers $(WORKERS)
+	$(VENV)/bin/nand book --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --workers $(WORKERS) $(if $(CLUSTER),--cluster $(CLUSTER))
 	@test -f _build/html/index.html && echo "open _build/html/index.html"
 
 # The Colab install cells (book/try_your_normality.ipynb, notebooks/run_class.ipynb) from _config.yml's

@@ -80,6 +80,11 @@ def _set_threads(threads: int | None) -> None:
 CACHE_HELP = "Feature cache folder (default $NAND_CACHE_DIR or <user data folder>/cache); 'off' disables it."
 THREADS_HELP = "Torch CPU threads (default: torch's, or OMP_NUM_THREADS)."
 PROFILE_HELP = "toy | offline | paper | path to a profile YAML."
+CLUSTER_HELP = (
+    "Run the units on Dask: 'local' (a LocalCluster of --workers processes), a scheduler address "
+    "(tcp://host:8786) or a cluster YAML file (SLURM, PBS, LSF; book: reproducing.md). "
+    "Default: local processes."
+)
 
 
 def _profile(profile: str, data: Path | None):
@@ -198,6 +203,7 @@ def sweep(
         str | None, typer.Option(help="Comma-separated subset, e.g. aprilgan,winclip-1.")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel papermill processes.")] = 2,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP)] = None,
     cache_dir: Annotated[str | None, typer.Option(help=CACHE_HELP)] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads per worker.")] = None,
 ) -> None:
@@ -206,6 +212,7 @@ def sweep(
     A unit reruns when its config, data or weights changed since it finished. Ctrl-C (or SIGTERM) stops
     the sweep and keeps the finished units; rerun to resume.
     """
+    from nandlib.cluster import open_engine
     from nandlib.companion import prepare_data
     from nandlib.config import ConfigError
     from nandlib.sweep import SweepInterrupted, run_sweep
@@ -214,15 +221,16 @@ def sweep(
     split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
     try:
         chosen = _profile(profile, data)
-        status = run_sweep(
-            chosen,
-            prepare_data(chosen, data),
-            out,
-            classes=split(classes),
-            detectors=split(detectors),
-            workers=workers,
-            cache_dir=cache_dir,
-        )
+        with open_engine(cluster, workers) as engine:
+            status = run_sweep(
+                chosen,
+                prepare_data(chosen, data),
+                out,
+                classes=split(classes),
+                detectors=split(detectors),
+                engine=engine,
+                cache_dir=cache_dir,
+            )
     except SweepInterrupted as stop:
         raise _stopped(stop) from None
     except (ConfigError, ValueError, OSError, RuntimeError) as error:
@@ -264,6 +272,7 @@ def book(
         Path | None, typer.Option(help="Dataset root (the paper profile needs MVTec AD).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel papermill processes.")] = 2,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP)] = None,
     book_dir: Annotated[Path, typer.Option(help="The book's sources (a checkout's book/).")] = Path("book"),
 ) -> None:
     """Sweep, aggregate and build the Jupyter Book into _build/html (what `make book` runs)."""
@@ -272,7 +281,7 @@ def book(
     from nandlib.sweep import SweepInterrupted
 
     try:
-        build(load_profile(profile, data_root=data), book_dir, data, workers=workers)
+        build(load_profile(profile, data_root=data), book_dir, data, workers=workers, cluster=cluster)
     except SweepInterrupted as stop:
         raise _stopped(stop) from None
     except (RuntimeError, OSError, ValueError) as error:

@@ -243,7 +243,12 @@ def build_html(profile: str | Path, book_dir: Path) -> Path:
 
 
 def build(
-    profile: Profile, book_dir: Path, data_root: Path | None = None, workers: int = 2, html: bool = True
+    profile: Profile,
+    book_dir: Path,
+    data_root: Path | None = None,
+    workers: int = 2,
+    html: bool = True,
+    cluster: str | None = None,
 ) -> pd.DataFrame:
     """Run the whole companion for ``profile`` and build the book whose sources are ``book_dir``.
 
@@ -254,6 +259,7 @@ def build(
         FileNotFoundError: ``book_dir`` has no ``_toc.yml``.
         RuntimeError: A unit failed (the others are kept; rerun to resume), or the book build failed.
     """
+    from nandlib.cluster import open_engine
     from nandlib.sweep import run_sweep
 
     if not (book_dir / "_toc.yml").is_file():
@@ -261,7 +267,8 @@ def build(
     generated = book_dir / "generated"
     root = prepare_data(profile, data_root)
     profile = resolve_weights(profile)
-    status = run_sweep(profile, root, generated, workers=workers)
+    with open_engine(cluster, workers) as engine:
+        status = run_sweep(profile, root, generated, engine=engine)
     failed = status[~status["status"].str.startswith(("done", "skipped"))]
     if not failed.empty:
         raise RuntimeError(

@@ -9,6 +9,7 @@ A sweep's (or one ``nand run``'s) output folder holds, per unit ``<detector>/<cl
     diagnostics/<detector>/<class>.csv         suppression diagnostics (:mod:`nandlib.diagnostics`)
     runs/<detector>/<class>.ipynb              the executed run notebook (sweeps only)
     runs/<detector>/<class>.lock               held by the sweep running the unit (sweeps only)
+    runs/<detector>/<class>.attempt            held by the process running the unit (one attempt at once)
 
 and once per folder ``sweep_status.json``, ``OWNER.txt`` (the profile whose results these are),
 ``profile.yaml`` (the profile the book ran) and the executed aggregation notebooks ``tables.ipynb`` and
@@ -136,6 +137,10 @@ class OutputLayout:
     def lock(self, detector: str, class_name: str) -> Path:
         """Held while a sweep runs the unit."""
         return self.run_record(detector, class_name).with_suffix(".lock")
+
+    def attempt(self, detector: str, class_name: str) -> Path:
+        """Held by the process running the unit: a rerun of it (a cluster's retry) waits for it."""
+        return self.run_record(detector, class_name).with_suffix(".attempt")
 
     def unit_files(self, detector: str, class_name: str) -> list[Path]:
         """Every file a unit writes."""

@@ -17,6 +17,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,10 +163,36 @@ class UnitTask:
         """
         unit = UnitConfig.model_validate_json(self.config)
         layout, label, name = unit.outputs, unit.label, unit.class_name
-        execute_notebook(self.notebook, str(layout.run_record(label, name)), {"config": self.config})
-        if not layout.results(label, name).is_file():
-            raise RuntimeError(f"{self.notebook} finished without writing {layout.results(label, name)}")
-        atomic_write(layout.fingerprint(label, name), lambda p: p.write_text(self.fingerprint))
+        with _alone(layout.attempt(label, name)):
+            marker = layout.fingerprint(label, name)
+            if marker.is_file() and marker.read_text() == self.fingerprint:
+                return  # finished by an earlier attempt (a cluster worker given up for dead)
+            for path in layout.unit_files(label, name):
+                remove_temporaries(path)
+            execute_notebook(self.notebook, str(layout.run_record(label, name)), {"config": self.config})
+            if not layout.results(label, name).is_file():
+                raise RuntimeError(f"{self.notebook} finished without writing {layout.results(label, name)}")
+            atomic_write(marker, lambda p: p.write_text(self.fingerprint))
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What the unit asks of a cluster worker (:mod:`nandlib.cluster`): one ``GPU`` on ``cuda``."""
+        return {"GPU": 1} if json.loads(self.config)["device"].startswith("cuda") else {}
+
+
+@contextmanager
+def _alone(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock, waiting while another attempt of the unit holds it.
+
+    The sweep's lock keeps other sweeps away; this one keeps a cluster's rerun of a unit from running
+    beside an attempt the scheduler gave up on that is still alive (a worker cut off from it).
+    """
+    while (lock := try_lock(path)) is None:
+        time.sleep(1)
+    try:
+        yield
+    finally:
+        release(lock)
 
 
 class SweepInterrupted(Exception):

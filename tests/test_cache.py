@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -157,6 +158,49 @@ def test_two_processes_writing_the_same_entry_leave_a_valid_one(tmp_path):
     assert sorted(p.suffix for p in files) == [".json", ".safetensors"]  # no temporary files left over
     stored = load_file(next(p for p in files if p.suffix == ".safetensors"))["x"]
     assert stored.shape == (256, 64) and stored.unique().numel() == 1 and stored[0, 0] in (1.0, 2.0)
+
+
+def _paused_writer(root: str, value: float, half, resume) -> None:
+    """Rewrite the entry of ``_images(1)``, stopping half-way through the file until told to go on."""
+
+    def save_in_two_halves(tensors, filename, metadata=None):
+        data = safetensors.torch.save(tensors, metadata=metadata)
+        with open(filename, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            half.wait(timeout=60)  # every writer is half-way through the same entry
+            resume.wait(timeout=60)
+            handle.write(data[len(data) // 2 :])
+
+    cache_module.save_file = save_in_two_halves
+    cache = FeatureCache(root)
+    cache._read = lambda path: None  # write even though the entry exists
+    cache.get_or_compute("race", SETTINGS, _images(1), lambda b: {"x": torch.full((len(b), 64, 64), value)})
+
+
+def test_an_entry_rewritten_by_several_processes_at_once_is_never_read_half_written(tmp_path):
+    """Units on several workers (or machines sharing a file system) write the same entry at once."""
+    first = FeatureCache(tmp_path).get_or_compute(
+        "race", SETTINGS, _images(1), lambda b: {"x": torch.zeros(1, 64, 64)}
+    )
+    entry = next((tmp_path / "race").rglob("*.safetensors"))
+    context = multiprocessing.get_context("fork")
+    half, resume = context.Barrier(4), context.Barrier(4)
+    writers = [
+        context.Process(target=_paused_writer, args=(str(tmp_path), v, half, resume)) for v in (1.0, 2.0, 3.0)
+    ]
+    for writer in writers:
+        writer.start()
+    half.wait(timeout=60)
+    during = FeatureCache(tmp_path)._read(entry)  # three writers are half-way through this entry
+    resume.wait(timeout=60)
+    for writer in writers:
+        writer.join(timeout=60)
+        assert writer.exitcode == 0
+    after = FeatureCache(tmp_path)._read(entry)
+    assert during is not None and torch.equal(during["x"], first["x"][0])
+    assert after is not None and after["x"].unique().tolist() in ([1.0], [2.0], [3.0])
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_prune_by_namespace_age_and_size(tmp_path):
