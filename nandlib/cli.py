@@ -185,6 +185,7 @@ def run(
         if show_config:
             typer.echo(yaml.safe_dump(unit.model_dump(mode="json"), sort_keys=False), nl=False)
             return
+        unit.check_device(source="nand run")
         from nandlib.run import run_unit
 
         frame = run_unit(unit)

@@ -47,7 +47,7 @@ def _known_device(device: str) -> str:
 
 
 def _visible_device(device: str) -> str:
-    """Refuse a GPU that torch cannot see (for units, which run here; a profile may name one)."""
+    """Refuse a GPU that torch cannot see on this machine."""
     if device == "cpu":
         return device
     import torch
@@ -185,7 +185,8 @@ class UnitConfig(Settings):
         detector: The detector NAND wraps.
         profile: Profile name and description (provenance).
         seed: Seed of random initialisation and of few-shot reference choice.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; refused when torch cannot see that device.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; refused where the unit runs when torch cannot
+            see that device (:meth:`check_device`).
         precision: ``fp32``, or ``fp16``/``bf16`` autocast of the CLIP models (CUDA only).
         batch_size: Test images per forward pass.
         cache_dir: Feature cache folder (:func:`nandlib.cache.cache_from_setting`): ``None`` for the default,
@@ -212,11 +213,6 @@ class UnitConfig(Settings):
     def _known_class(cls, class_name: str) -> str:
         return check_class(class_name)
 
-    @field_validator("device")
-    @classmethod
-    def _device_here(cls, device: str) -> str:
-        return _visible_device(device)
-
     @model_validator(mode="after")
     def _phrases_name_groups(self) -> UnitConfig:
         groups = anomaly_groups(self.class_name)
@@ -227,6 +223,19 @@ class UnitConfig(Settings):
                 )
             if not phrases or not all(p.strip() for p in phrases):
                 raise ValueError(f"phrases: group {group!r} needs one or more non-empty phrases")
+        return self
+
+    def check_device(self, source: str = "unit config") -> UnitConfig:
+        """Refuse a device torch cannot see *here*: called where the unit runs (``nand run``, a sweep's
+        worker), not when a config is made, since a sweep's head node may have no GPU of its own.
+
+        Raises:
+            ConfigError: Naming ``device`` and what torch sees.
+        """
+        try:
+            _visible_device(self.device)
+        except ValueError as error:
+            raise ConfigError(f"{source}: device: {error}") from None
         return self
 
     @property

@@ -74,12 +74,14 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         The class's tidy results frame (:data:`nandlib.protocol.RESULT_COLUMNS`).
 
     Raises:
+        ConfigError: The unit's device is not visible here (:meth:`UnitConfig.check_device`).
         ValueError: The class folder cannot be run (every problem named), before any model is built.
         OutputError: An output folder or file cannot be written (before the work, or at the end), named.
     """
     from nandlib.toy.train import resolve_toy_weights
 
     started = time.perf_counter()
+    cfg.check_device()
     folder = check_layout(cfg.data_root, cfg.class_name)
     folder.raise_for_problems()
     for note in folder.notes:
