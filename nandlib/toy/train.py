@@ -5,7 +5,7 @@ Steps: (1) caption-free images of every class for CLIP (captions are drawn per s
 layers on it with the authors' losses, started from CLIP's own patch projection
 (:mod:`nandlib.training.adapters`), optionally with our normality loss.
 Outputs: ``clip.pt`` (open_clip state dict of ``nand-toy``), ``adapters.pth`` (authors' format) and
-``training.json`` (budget, losses, seconds), under the user data folder (:func:`nandlib.paths.toy_dir`).
+``training.json`` (recipe, budget, seed, losses, seconds, threads, torch version, code commit), under the user data folder (:func:`nandlib.paths.toy_dir`).
 A profile names them ``toy:clip`` and ``toy:adapters`` (:func:`resolve_toy_weights`).
 """
 
@@ -26,6 +26,7 @@ import torch
 from nandlib.backbones import load_clip
 from nandlib.config import ConfigError, Settings
 from nandlib.paths import toy_dir, writable_folder
+from nandlib.provenance import code_commit
 from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, save_clip, train_clip
 from nandlib.toy.world import DEFAULT_SIZE, clip_images, defect_phrases, write_aux_dataset
 from nandlib.training.adapters import AdapterTraining, train_adapters
@@ -130,6 +131,8 @@ def train_toy(
         "seconds": {"clip": round(clip_seconds, 1), "total": round(time.perf_counter() - started, 1)},
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch": torch.__version__,
+        "code_commit": code_commit(),
     }
     report = out / "training.json"
     report.write_text(json.dumps(info, indent=1))
