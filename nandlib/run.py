@@ -67,6 +67,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
     from nandlib.toy.train import resolve_toy_weights
 
     started = time.perf_counter()
+    named = cfg  # recorded as given: toy:clip, not the path the shipped files have on this machine
     cfg = resolve_toy_weights(cfg, log=print)
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)
@@ -83,7 +84,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
         progress=f"{cfg.label}/{cfg.class_name}" if progress else None,
     )
     results = evaluation.results(evaluation.normalities(cfg.phrases))
-    record = _provenance(cfg, nd, detector, time.perf_counter() - started, cache)
+    record = _provenance(named, nd, detector, time.perf_counter() - started, cache)
     _write_outputs(cfg, evaluation, results, record)
     return results.frame
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from nandlib.toy.shipped import SHIPPED_DIR
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOT_CORE = ("papermill", "jupyter-book", "ipykernel", "seaborn")
 
@@ -50,6 +52,9 @@ def test_core_requirements_have_no_jupyter_and_the_notebooks_ship(wheel):
     for notebook in ("run_class", "tables", "figure5"):
         assert f"nandlib/notebooks/{notebook}.ipynb" in names
     assert "nandlib/profiles/toy.yaml" in names and "nandlib/model_configs/nand-toy.json" in names
+    files = [path.relative_to(SHIPPED_DIR) for path in SHIPPED_DIR.rglob("*") if path.is_file()]
+    shipped = {f"nandlib/toy/shipped/{path}" for path in files}
+    assert shipped <= set(names), "the shipped toy world (weights and manifest) is package data"
 
 
 def _snapshot(folder: Path) -> set[str]:
