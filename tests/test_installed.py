@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nandlib.toy.shipped import SHIPPED_DIR
+from nandlib.toy.shipping import SHIPPED_DIR
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOT_CORE = ("papermill", "jupyter-book", "ipykernel", "seaborn")

@@ -7,7 +7,7 @@ layers on it with the authors' losses, started from CLIP's own patch projection
 Outputs: ``clip.pt`` (open_clip state dict of ``nand-toy``), ``adapters.pth`` (authors' format) and
 ``training.json`` (recipe, budget, seed, losses, seconds, threads, torch version, code commit), under the
 user data folder (:func:`nandlib.paths.toy_dir`). Seed 0's world ships with nandlib
-(:mod:`nandlib.toy.shipped`). A profile names them ``toy:clip`` and ``toy:adapters``
+(:mod:`nandlib.toy.shipping`). A profile names them ``toy:clip`` and ``toy:adapters``
 (:func:`resolve_toy_weights`).
 """
 
@@ -31,7 +31,7 @@ from nandlib.config import ConfigError, Settings
 from nandlib.paths import toy_dir, writable_folder
 from nandlib.provenance import code_commit
 from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, save_clip, train_clip
-from nandlib.toy.shipped import REFERENCES, ShippedWeightsError, shipped_record, verified_files
+from nandlib.toy.shipping import REFERENCES, ShippedWeightsError, shipped_record, verified_files
 from nandlib.toy.world import DEFAULT_SIZE, clip_images, defect_phrases, write_aux_dataset
 from nandlib.training.adapters import AdapterTraining, train_adapters
 
@@ -164,7 +164,7 @@ def toy_weights(
     seed: int = 0, budget: ToyBudget = ToyBudget(), log: Callable[[str], None] | None = None
 ) -> ToyWeights:
     """The toy world of ``seed``: the shipped one where it was trained with this budget and
-    :data:`RECIPE` (seed 0, :mod:`nandlib.toy.shipped`), else the user data folder's, trained there on
+    :data:`RECIPE` (seed 0, :mod:`nandlib.toy.shipping`), else the user data folder's, trained there on
     first use.
 
     A user data folder's world is used only if its ``training.json`` records this very budget and
@@ -217,7 +217,7 @@ def resolve_toy_weights(config: Settings, log: Callable[[str], None] | None = No
 
     The toy world of the config's seed is the shipped one or trained on first use (:func:`toy_weights`);
     provenance records name its files ``toy:clip (seed 0, shipped, sha256 …)``, not by their path
-    (:func:`nandlib.toy.shipped.toy_reference`). A config without such references is returned as it is.
+    (:func:`nandlib.toy.shipping.toy_reference`). A config without such references is returned as it is.
 
     Raises:
         ConfigError: A ``toy:`` reference other than ``toy:clip`` and ``toy:adapters``.

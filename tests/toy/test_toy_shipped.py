@@ -11,8 +11,8 @@ import torch
 
 from nandlib.checkpoints import provenance
 from nandlib.profiles import load_profile
-from nandlib.toy import shipped, train
-from nandlib.toy.shipped import SHIPPED_DIR, ShippedWeightsError
+from nandlib.toy import shipping, train
+from nandlib.toy.shipping import SHIPPED_DIR, ShippedWeightsError
 from nandlib.toy.train import FILES, ToyBudget, resolve_toy_weights, toy_weights
 
 
@@ -39,9 +39,9 @@ def _trained_world(folder) -> None:
 def shipped_copy(tmp_path, monkeypatch):
     """A shipped seed-0 world made by ``ship`` in a package folder that a test may break."""
     copy = tmp_path / "package" / "shipped"
-    monkeypatch.setattr(shipped, "SHIPPED_DIR", copy)
+    monkeypatch.setattr(shipping, "SHIPPED_DIR", copy)
     _trained_world(tmp_path / "made")
-    shipped.ship(tmp_path / "made", 0)
+    shipping.ship(tmp_path / "made", 0)
     return copy
 
 
@@ -59,7 +59,7 @@ def test_the_shipped_world_is_used_without_training(shipped_copy, no_training) -
     assert manifest["record"]["code_commit"] == "abc" and "clip_loss" not in manifest["record"]
 
 
-REAL = pytest.mark.skipif(shipped.shipped_record(0) is None, reason="seed 0's world is not shipped yet")
+REAL = pytest.mark.skipif(shipping.shipped_record(0) is None, reason="seed 0's world is not shipped yet")
 
 
 @REAL
@@ -69,7 +69,7 @@ def test_the_shipped_record_names_how_it_was_trained() -> None:
     assert record["budget"] == json.loads(json.dumps(asdict(train._with_seed(ToyBudget(), 0))))
     assert {"code_commit", "torch", "threads", "seconds"} <= set(record)
     assert "dirty" not in record["code_commit"] and record["code_commit"] != "unknown"
-    shipped.verified_files(0)
+    shipping.verified_files(0)
 
 
 def test_other_seeds_and_recipes_train_into_the_user_data_folder(
@@ -110,7 +110,7 @@ def test_a_broken_shipped_file_falls_back_to_a_matching_trained_copy(
 
 def test_provenance_names_shipped_weights_by_name_and_hash(shipped_copy, no_training) -> None:
     profile = resolve_toy_weights(load_profile("toy"))
-    digest = shipped._manifest()["seed0"]["files"]["clip.pt"]["sha256"]
+    digest = shipping._manifest()["seed0"]["files"]["clip.pt"]["sha256"]
     assert provenance(profile.nd.clip.checkpoint) == f"toy:clip (seed 0, shipped, sha256 {digest[:12]})"
     assert provenance(profile.nd.adapters).startswith("toy:adapters (seed 0, shipped, sha256 ")
 
@@ -194,7 +194,7 @@ def test_shipped_and_user_data_copies_give_identical_results_and_portable_proven
 
     run(tmp_path / "shipped")
     shutil.copytree(SHIPPED_DIR / "seed0", tmp_path / "home" / "toy" / "seed0")
-    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "nothing shipped")
+    monkeypatch.setattr(shipping, "SHIPPED_DIR", tmp_path / "nothing shipped")
     run(tmp_path / "trained")
     for name in detectors:
         for class_name in ("carpet", "bottle"):

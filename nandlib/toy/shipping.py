@@ -6,7 +6,7 @@ holds the SHA-256 and size of each file and the training record (recipe, budget,
 threads, torch version). :func:`nandlib.toy.train.toy_weights` uses them when their record matches the asked
 recipe and budget, after checking every file against the manifest. Book: ``reproducing.md``, "Toy world".
 
-Maintainers re-ship after a recipe change with ``python -m nandlib.toy.shipped <trained folder> --seed 0``
+Maintainers re-ship after a recipe change with ``python -m nandlib.toy.shipping <trained folder> --seed 0``
 from a checkout (it copies the files into the package source and rewrites the manifest).
 """
 
