@@ -69,8 +69,17 @@ def file_fingerprint(path: str | Path) -> FileFingerprint:
 
 
 def provenance(path: str | Path) -> str:
-    """``"checkpoint:<path> sha256:<16 hex>"``: where weights came from, for reports."""
-    return f"checkpoint:{path} sha256:{file_fingerprint(path).sha256[:16]}"
+    """Where weights came from, for reports: ``"checkpoint:<path> sha256:<16 hex>"``, except for the toy
+    world's files, named by reference instead of by a path that says nothing to a reader of a published
+    report (:func:`nandlib.toy.shipping.toy_reference`): ``"toy:clip (seed 0, shipped, sha256 <12 hex>)"``.
+    Cache keys use the content (:func:`file_fingerprint`) either way."""
+    from nandlib.toy.shipping import toy_reference  # imported here: the toy package loads weights itself
+
+    digest = file_fingerprint(path).sha256
+    named = toy_reference(path)
+    if named:
+        return f"{named[0]} ({named[1]}, sha256 {digest[:12]})"
+    return f"checkpoint:{path} sha256:{digest[:16]}"
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -188,8 +188,8 @@ def profile_playground(
 
     The ND module is built from the profile's unit config (:meth:`nandlib.config.Profile.unit`), as in the
     sweep, so the playground's AUROCs for a group's shipped phrases are the tables' numbers. Weights the
-    profile names by reference (``toy:clip``) are trained on first use (the toy world: about 6 min on two
-    CPU cores), then kept in the user data folder.
+    profile names by reference (``toy:clip``) are the shipped toy world's (seed 0) or trained on first use
+    into the user data folder (other seeds; :func:`nandlib.toy.train.toy_weights`).
 
     Args:
         class_name: MVTec AD class.

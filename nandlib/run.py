@@ -94,6 +94,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
     for path in cfg.outputs.unit_files(cfg.label, cfg.class_name):
         remove_temporaries(path)  # of a killed earlier run of this unit
     cfg.outputs.fingerprint(cfg.label, cfg.class_name).unlink(missing_ok=True)  # a sweep's, for other results
+    named = cfg  # recorded as given: toy:clip, not the path the shipped files have on this machine
     cfg = resolve_toy_weights(cfg, log=print)
     torch.manual_seed(cfg.seed)
     data = read_class(cfg.data_root, cfg.class_name)
@@ -111,7 +112,7 @@ def run_unit(cfg: UnitConfig, progress: bool = True) -> pd.DataFrame:
     )
     normalities = evaluation.normalities(cfg.phrases)
     results = evaluation.results({g: n for g, n in normalities.items() if g not in folder.missing_groups})
-    record = _provenance(cfg, nd, detector, time.perf_counter() - started, cache)
+    record = _provenance(named, nd, detector, time.perf_counter() - started, cache)
     _write_outputs(cfg, evaluation, results, record)
     return results.frame
 

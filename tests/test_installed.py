@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from nandlib.profiles import load_profile
+from nandlib.toy.shipping import SHIPPED_DIR
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOT_CORE = ("papermill", "jupyter-book", "ipykernel", "seaborn")
@@ -56,6 +57,9 @@ def test_core_requirements_have_no_jupyter_and_the_notebooks_ship(wheel):
     for notebook in ("run_class", "tables", "figure5"):
         assert f"nandlib/notebooks/{notebook}.ipynb" in names
     assert "nandlib/profiles/toy.yaml" in names and "nandlib/model_configs/nand-toy.json" in names
+    files = [path.relative_to(SHIPPED_DIR) for path in SHIPPED_DIR.rglob("*") if path.is_file()]
+    shipped = {f"nandlib/toy/shipped/{path}" for path in files}
+    assert shipped <= set(names), "the shipped toy world (weights and manifest) is package data"
 
 
 def _snapshot(folder: Path) -> set[str]:

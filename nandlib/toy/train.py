@@ -5,8 +5,10 @@ Steps: (1) caption-free images of every class for CLIP (captions are drawn per s
 layers on it with the authors' losses, started from CLIP's own patch projection
 (:mod:`nandlib.training.adapters`), optionally with our normality loss.
 Outputs: ``clip.pt`` (open_clip state dict of ``nand-toy``), ``adapters.pth`` (authors' format) and
-``training.json`` (budget, losses, seconds), under the user data folder (:func:`nandlib.paths.toy_dir`).
-A profile names them ``toy:clip`` and ``toy:adapters`` (:func:`resolve_toy_weights`).
+``training.json`` (recipe, budget, seed, losses, seconds, threads, torch version, code commit), under the
+user data folder (:func:`nandlib.paths.toy_dir`). Seed 0's world ships with nandlib
+(:mod:`nandlib.toy.shipping`). A profile names them ``toy:clip`` and ``toy:adapters``
+(:func:`resolve_toy_weights`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +29,9 @@ import torch
 from nandlib.backbones import load_clip
 from nandlib.config import ConfigError, Settings
 from nandlib.paths import toy_dir, writable_folder
+from nandlib.provenance import code_commit
 from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, save_clip, train_clip
+from nandlib.toy.shipping import REFERENCES, ShippedWeightsError, shipped_record, verified_files
 from nandlib.toy.world import DEFAULT_SIZE, clip_images, defect_phrases, write_aux_dataset
 from nandlib.training.adapters import AdapterTraining, train_adapters
 
@@ -62,7 +67,7 @@ class ToyBudget:
 
 @dataclass(frozen=True)
 class ToyWeights:
-    """Paths of a trained toy world."""
+    """Paths of a trained toy world and its training record."""
 
     clip: Path
     adapters: Path
@@ -130,6 +135,8 @@ def train_toy(
         "seconds": {"clip": round(clip_seconds, 1), "total": round(time.perf_counter() - started, 1)},
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "torch": torch.__version__,
+        "code_commit": code_commit(),
     }
     report = out / "training.json"
     report.write_text(json.dumps(info, indent=1))
@@ -137,22 +144,55 @@ def train_toy(
     return ToyWeights(clip_path, adapters_path, report, info)
 
 
-def toy_weights(
-    seed: int = 0, budget: ToyBudget = ToyBudget(), log: Callable[[str], None] | None = None
-) -> ToyWeights:
-    """The toy world of ``seed`` under the user data folder, trained there on first use.
-
-    A folder is used only if its ``training.json`` records this very budget and :data:`RECIPE` (a world
-    trained with other settings or code is retrained, not silently reused).
-    """
+def _matches(record: dict, budget: ToyBudget, seed: int) -> bool:
+    """Whether a training record is of this code's :data:`RECIPE` and of ``budget`` with ``seed``."""
     wanted = json.loads(json.dumps(asdict(_with_seed(budget, seed))))
+    return record.get("recipe") == RECIPE and record.get("budget") == wanted
+
+
+def _trained_world(seed: int, budget: ToyBudget) -> ToyWeights | None:
+    """The world of ``seed`` trained earlier into the user data folder with ``budget`` by this recipe."""
     folder = toy_dir() / f"seed{seed}"
     if all((folder / name).is_file() for name in FILES):
         info = json.loads((folder / FILES[2]).read_text())
-        if info.get("budget") == wanted and info.get("recipe") == RECIPE:
+        if _matches(info, budget, seed):
             return ToyWeights(*(folder / name for name in FILES), info)
+    return None
+
+
+def toy_weights(
+    seed: int = 0, budget: ToyBudget = ToyBudget(), log: Callable[[str], None] | None = None
+) -> ToyWeights:
+    """The toy world of ``seed``: the shipped one where it was trained with this budget and
+    :data:`RECIPE` (seed 0, :mod:`nandlib.toy.shipping`), else the user data folder's, trained there on
+    first use.
+
+    A user data folder's world is used only if its ``training.json`` records this very budget and
+    :data:`RECIPE` (a world trained with other settings or code is retrained, not silently reused). When a
+    shipped file is missing or corrupt, a matching world in the user data folder (e.g. from
+    ``nand toy train --seed 0``) is used instead, with a warning naming the file.
+
+    Raises:
+        ShippedWeightsError: A shipped file is missing or corrupt and the user data folder holds no
+            matching world; the message names the file and the command that retrains.
+        PermissionError: Training is needed and the user data folder is not writable (named).
+    """
+    record = shipped_record(seed)
+    if record is not None and _matches(record, budget, seed):
+        try:
+            files = verified_files(seed)
+        except ShippedWeightsError as error:
+            trained = _trained_world(seed, budget)
+            if trained is None:
+                raise
+            warnings.warn(f"{error}; using the trained copy in {trained.clip.parent}", stacklevel=2)
+            return trained
+        return ToyWeights(*(files[name] for name in FILES), record)
+    trained = _trained_world(seed, budget)
+    if trained is not None:
+        return trained
     writable_folder(toy_dir(), "toy world folder (user data folder)")
-    return train_toy(folder, seed, budget, log)
+    return train_toy(toy_dir() / f"seed{seed}", seed, budget, log)
 
 
 def _references(value: Any) -> set[str]:
@@ -175,8 +215,9 @@ def resolve_toy_weights(config: Settings, log: Callable[[str], None] | None = No
     """A profile or unit config with its ``toy:clip`` and ``toy:adapters`` values replaced by the toy
     world's files.
 
-    The toy world of the config's seed is trained on first use (:func:`toy_weights`). A config without
-    such references is returned as it is.
+    The toy world of the config's seed is the shipped one or trained on first use (:func:`toy_weights`);
+    provenance records name its files ``toy:clip (seed 0, shipped, sha256 …)``, not by their path
+    (:func:`nandlib.toy.shipping.toy_reference`). A config without such references is returned as it is.
 
     Raises:
         ConfigError: A ``toy:`` reference other than ``toy:clip`` and ``toy:adapters``.
@@ -185,7 +226,7 @@ def resolve_toy_weights(config: Settings, log: Callable[[str], None] | None = No
     wanted = _references(data)
     if not wanted:
         return config
-    unknown = sorted(wanted - {"toy:clip", "toy:adapters"})
+    unknown = sorted(wanted - set(REFERENCES))
     if unknown:
         raise ConfigError(f"unknown toy weights {unknown}: use toy:clip or toy:adapters")
     weights = toy_weights(config.seed, log=log)

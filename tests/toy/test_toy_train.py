@@ -1,4 +1,5 @@
-"""Which toy world ``toy_weights`` returns: a cache only when trained with the asked budget, by this code."""
+"""Which toy world ``toy_weights`` returns from the user data folder (seeds not shipped): a cache only when
+trained with the asked budget, by this code."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ def test_cache_of_an_older_training_code_is_retrained(tmp_path, monkeypatch) -> 
     trained = []
     monkeypatch.setenv("NAND_HOME", str(tmp_path))
     monkeypatch.setattr(train, "train_toy", lambda out, seed, budget, log: trained.append(seed))
-    _fake_world(tmp_path / "toy" / "seed0", ToyBudget(), seed=0, recipe=train.RECIPE - 1)
-    toy_weights(0, ToyBudget())
-    assert trained == [0]
+    _fake_world(tmp_path / "toy" / "seed3", ToyBudget(), seed=3, recipe=train.RECIPE - 1)
+    toy_weights(3, ToyBudget())
+    assert trained == [3]
 
 
 def test_cli_refuses_an_unknown_adapter_start_before_training(tmp_path) -> None:

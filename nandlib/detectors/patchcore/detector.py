@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
-from pydantic import PositiveInt
+from pydantic import PositiveInt, field_validator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torchvision.models import ResNet
@@ -43,12 +43,26 @@ if TYPE_CHECKING:
 
 
 class PatchCoreSettings(Settings):
-    """PatchCore's config: backbone, its weights (``None`` random, ``imagenet`` or a path), input sizes."""
+    """PatchCore's config; the defaults are the paper's IM224 baseline.
+
+    Attributes:
+        backbone: torchvision ResNet-family name.
+        weights: ``None`` (random init, seeded), ``"imagenet"`` or a state-dict path.
+        layers: ResNet stages aggregated (official: layer2 and layer3).
+        resize: Short side after resizing.
+        crop: Side of the centre crop.
+    """
 
     backbone: str = "wide_resnet50_2"
     weights: str | None = None
+    layers: list[str] = ["layer2", "layer3"]
     resize: PositiveInt = 256
     crop: PositiveInt = 224
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layers(cls, layers: list[str]) -> list[str]:
+        return list(check_layers(layers))
 
 
 class PatchCore(Detector):
@@ -163,6 +177,7 @@ class PatchCore(Detector):
         return cls(
             backbone=settings.backbone,
             weights=settings.weights,
+            layers=settings.layers,
             resize=settings.resize,
             crop=settings.crop,
             seed=context.seed,
@@ -172,8 +187,12 @@ class PatchCore(Detector):
         )
 
     def provenance(self) -> dict[str, Any]:
-        """Its backbone and weights."""
-        return {"weights": f"{self.backbone_name} ({self.backbone_weights})"}
+        """Its backbone, weights, layers and input size (resize → crop)."""
+        layers = "+".join(self.layers)
+        return {
+            "weights": f"{self.backbone_name} ({self.backbone_weights}), {layers}, "
+            f"{self.resize} → {self.crop} px"
+        }
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Official input transform of a batch: ``[B, 3, crop, crop]`` on ``device``."""

@@ -83,3 +83,33 @@ def test_bad_input(random_wrn50, make_images, tmp_path):
     for bad in ({"patch_size": 2}, {"crop": 300}, {"score": "mean"}, {"coreset_ratio": 0}, {"batch_size": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PatchCore(backbone=random_wrn50, **bad)
+
+
+def test_settings_carry_layers_and_sizes_to_the_detector_and_its_provenance():
+    from nandlib.detectors.patchcore.detector import PatchCoreSettings
+    from nandlib.detectors.registry import BuildContext
+
+    settings = PatchCoreSettings(backbone="resnet18", layers=["layer1", "layer2"], resize=64, crop=64)
+    context = BuildContext(
+        class_name="carpet", seed=0, device="cpu", precision="fp32", batch_size=2, cache=None,
+        nd_aprilgan=None,
+    )  # fmt: skip
+    detector = PatchCore.from_settings(settings, context)
+    assert (detector.layers, detector.resize, detector.crop) == (("layer1", "layer2"), 64, 64)
+    assert detector.provenance()["weights"] == "resnet18 (random-init seed 0), layer1+layer2, 64 → 64 px"
+    with pytest.raises(ValueError, match="layers"):
+        PatchCoreSettings(layers=["layer3", "layer2"])
+
+
+def test_toy_profile_fits_64_px_images_and_the_paper_profile_keeps_the_official_settings():
+    from nandlib.profiles import load_profile
+
+    toy = load_profile("toy").detectors["patchcore"].settings
+    assert (toy.backbone, toy.layers, toy.resize, toy.crop) == ("resnet18", ["layer2", "layer3"], 64, 64)
+    paper = load_profile("paper", data_root="/mvtec").detectors["patchcore"].settings
+    assert (paper.backbone, paper.layers, paper.resize, paper.crop) == (
+        "wide_resnet50_2",
+        ["layer2", "layer3"],
+        256,
+        224,
+    )

@@ -1,0 +1,128 @@
+"""The toy world nandlib ships: seed 0's weights as package data, checked against a manifest.
+
+``nand toy train --seed 0`` (the current :data:`nandlib.toy.train.RECIPE` and default
+:class:`nandlib.toy.train.ToyBudget`) trained the files under ``shipped/seed0/``; ``shipped/manifest.json``
+holds the SHA-256 and size of each file and the training record (recipe, budget, seed, code commit, seconds,
+threads, torch version). :func:`nandlib.toy.train.toy_weights` uses them when their record matches the asked
+recipe and budget, after checking every file against the manifest. Book: ``reproducing.md``, "Toy world".
+
+Maintainers re-ship after a recipe change with ``python -m nandlib.toy.shipping <trained folder> --seed 0``
+from a checkout (it copies the files into the package source and rewrites the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from nandlib.checkpoints import file_fingerprint
+from nandlib.paths import toy_dir
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+MANIFEST_NAME = "manifest.json"
+# How a profile names the toy world's weights (nandlib.toy.train.resolve_toy_weights): reference -> file.
+REFERENCES = {"toy:clip": "clip.pt", "toy:adapters": "adapters.pth"}
+
+
+class ShippedWeightsError(ValueError):
+    """A shipped toy-world file that is missing or does not match its manifest entry."""
+
+
+def retrain_hint(seed: int) -> str:
+    """The command that trains the toy world of ``seed`` into the user data folder."""
+    return f"`nand toy train --seed {seed}`"
+
+
+def toy_reference(path: str | Path) -> tuple[str, str] | None:
+    """How provenance names a toy world's weights file: ``("toy:clip", "seed 0, shipped")`` for a shipped
+    one, ``("toy:clip", "seed 3, trained here")`` for one under the user data folder, ``None`` for any
+    other file."""
+    path = Path(path).resolve()
+    reference = next((ref for ref, name in REFERENCES.items() if name == path.name), None)
+    folder = path.parent
+    if reference is None or not folder.name.removeprefix("seed").isdigit():
+        return None
+    origins = {SHIPPED_DIR.resolve(): "shipped", toy_dir().resolve(): "trained here"}
+    origin = origins.get(folder.parent)
+    return (reference, f"seed {folder.name.removeprefix('seed')}, {origin}") if origin else None
+
+
+def _manifest() -> dict:
+    path = SHIPPED_DIR / MANIFEST_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shipped_record(seed: int) -> dict | None:
+    """The training record of the shipped world of ``seed`` (``None``: no world of that seed is shipped)."""
+    entry = _manifest().get(f"seed{seed}")
+    return entry and entry["record"]
+
+
+def verified_files(seed: int) -> dict[str, Path]:
+    """The shipped files of ``seed``'s world by name, each checked against the manifest (size, SHA-256).
+
+    Raises:
+        ShippedWeightsError: A file is missing or its content differs from the manifest's; the message names
+            the file and the command that retrains the world.
+    """
+    files = _manifest()[f"seed{seed}"]["files"]
+    verified = {}
+    for name, expected in files.items():
+        path = SHIPPED_DIR / f"seed{seed}" / name
+        if not path.is_file():
+            problem = "is missing"
+        else:
+            found = file_fingerprint(path)
+            problem = (
+                None
+                if (found.size, found.sha256) == (expected["size"], expected["sha256"])
+                else f"is corrupt (sha256 {found.sha256[:12]}, {found.size} bytes; "
+                f"manifest: sha256 {expected['sha256'][:12]}, {expected['size']} bytes)"
+            )
+        if problem:
+            raise ShippedWeightsError(
+                f"shipped toy weights {path} {problem}: reinstall nandlib, or retrain the toy world into "
+                f"the user data folder with {retrain_hint(seed)}"
+            )
+        verified[name] = path
+    return verified
+
+
+def ship(trained: Path, seed: int) -> Path:
+    """Copy a trained world into the package source and record it in the manifest (maintainers only).
+
+    Args:
+        trained: Folder written by ``nand toy train`` (``clip.pt``, ``adapters.pth``, ``training.json``).
+        seed: The world's seed.
+
+    Returns:
+        The manifest's path.
+    """
+    from nandlib.toy.train import FILES
+
+    folder = SHIPPED_DIR / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        shutil.copyfile(trained / name, folder / name)
+    record = json.loads((folder / "training.json").read_text())
+    if record.get("seed") != seed:
+        raise ValueError(f"{trained}: trained with seed {record.get('seed')}, not {seed}")
+    manifest = _manifest()
+    fingerprints = {name: file_fingerprint(folder / name) for name in FILES}
+    manifest[f"seed{seed}"] = {
+        "files": {name: {"sha256": f.sha256, "size": f.size} for name, f in fingerprints.items()},
+        "record": {key: value for key, value in record.items() if not key.endswith("_loss")},
+    }
+    path = SHIPPED_DIR / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=ship.__doc__.splitlines()[0])
+    parser.add_argument("trained", type=Path, help="folder written by `nand toy train`")
+    parser.add_argument("--seed", type=int, default=0)
+    arguments = parser.parse_args()
+    print(ship(arguments.trained, arguments.seed))
