@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nandlib.profiles import load_profile
 from nandlib.toy.shipping import SHIPPED_DIR
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -146,15 +145,6 @@ def _outputs(notebook: dict, tag: str = "") -> list[dict]:
     ]
 
 
-def _tiny_profile(path: Path) -> Path:
-    """The offline profile's tiny random CLIP at 56 px on carpet: seconds on two cores."""
-    profile = load_profile("offline").model_dump(mode="json")
-    profile |= {"name": "tiny", "classes": ["carpet"], "batch_size": 4}
-    profile["nd"]["clip"]["image_size"] = 56
-    path.write_text(yaml.safe_dump(profile))
-    return path
-
-
 @pytest.mark.slow
 def test_the_playground_and_a_run_notebook_run_from_the_installed_package(wheel, tmp_path):
     """What Colab does: the notebook alone (no checkout), its install cell finding nandlib installed,
@@ -163,10 +153,8 @@ def test_the_playground_and_a_run_notebook_run_from_the_installed_package(wheel,
     before = _snapshot(installed.package)
     shutil.copy(CHECKOUT / "book" / "try_your_normality.ipynb", installed.work / "playground.ipynb")
     parameters = installed.work / "parameters.yaml"
-    # The toy world trains on first use (minutes) until its weights ship: a tiny profile stands in.
-    # Once they ship, drop PROFILE to run the notebook's default, the toy world.
-    profile = _tiny_profile(tmp_path / "tiny.yaml")
-    parameters.write_text(yaml.safe_dump({"PHRASES": ["cut carpet"], "PROFILE": str(profile)}))
+    # The notebook's default profile, the toy world: shipped weights, data generated on first use.
+    parameters.write_text(yaml.safe_dump({"PHRASES": ["cut carpet"]}))
     papermill = [installed.python, "-m", "papermill", "-k", "python3"]
     installed.run(*papermill, "playground.ipynb", "ran.ipynb", "-f", parameters)
     ran = json.loads((installed.work / "ran.ipynb").read_text())
