@@ -179,6 +179,7 @@ def main() -> None:
         "what": "toy world (generated data, models trained here); not the paper's results",
         "machine": machine(), "commit": commit.strip(), "seed": cfg.seed, "classes": classes,
         "draws": args.draws, "ks": [1, 5], "variants": {v: VARIANTS[v][1:] for v in args.variants.split(",")},
+        "weights": {"nd_clip": nd.aprilgan.backbone.weights, "nd_adapters": nd.aprilgan.adapters.weights},
         "seconds": seconds, "total_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     (out / "provenance.json").write_text(json.dumps(record, indent=1, default=str))
