@@ -129,3 +129,17 @@ def test_aggregates_rerun_only_when_their_inputs_change(swept, tmp_path):
     results = OutputLayout(out).results("aprilgan", "carpet")
     results.write_text(results.read_text() + "\n")  # same rows, other bytes: inputs changed
     assert aggregate(out) == ["tables", "figure5"]
+
+
+def test_a_user_data_folder_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    """Issue 17: a user data folder that cannot be written is named before any data is generated (a file
+    stands where the folder should be: root ignores permission bits, so a read-only folder would not do)."""
+    from nandlib.companion import prepare_data
+    from nandlib.profiles import load_profile
+
+    blocked = tmp_path / "home"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NAND_HOME", str(blocked))
+    with pytest.raises(PermissionError, match="user data folder") as error:
+        prepare_data(load_profile("toy"))
+    assert str(blocked) in str(error.value)
