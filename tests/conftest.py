@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nandlib.backbones import ClipBackbone
 from nandlib.cache import CACHE_ENV
 from nandlib.config import UnitConfig, parse_unit_config
 from nandlib.data import generate_dataset
@@ -61,3 +62,17 @@ def tiny_unit(synth_root: Path):
         return parse_unit_config({**base, "nd": nd, "batch_size": 4, **changes})
 
     return make
+
+
+@pytest.fixture
+def count_encodings(monkeypatch) -> list[int]:
+    """Batch sizes of every CLIP image encoding in the test (an empty list: nothing was encoded)."""
+    calls: list[int] = []
+    original = ClipBackbone.encode_image_layers
+
+    def counted(self, images, layers):
+        calls.append(len(images))
+        return original(self, images, layers)
+
+    monkeypatch.setattr(ClipBackbone, "encode_image_layers", counted)
+    return calls

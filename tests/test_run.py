@@ -5,22 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nandlib.backbones import ClipBackbone
 from nandlib.data import read_class
 from nandlib.run import build_nd, run_unit
-
-
-@pytest.fixture
-def count_encodings(monkeypatch):
-    calls: list[int] = []
-    original = ClipBackbone.encode_image_layers
-
-    def counted(self, images, layers):
-        calls.append(len(images))
-        return original(self, images, layers)
-
-    monkeypatch.setattr(ClipBackbone, "encode_image_layers", counted)
-    return calls
 
 
 def test_rerun_with_cache_is_identical_and_encodes_nothing(synth_root, tiny_unit, tmp_path, count_encodings):

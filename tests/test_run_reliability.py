@@ -10,23 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from nandlib.backbones import ClipBackbone
 from nandlib.cli import app
 from nandlib.outputs import OutputError
 from nandlib.run import LayoutWarning, run_unit
-
-
-@pytest.fixture
-def encodings(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    original = ClipBackbone.encode_image_layers
-
-    def counted(self, images, layers):
-        calls.append(len(images))
-        return original(self, images, layers)
-
-    monkeypatch.setattr(ClipBackbone, "encode_image_layers", counted)
-    return calls
 
 
 @pytest.fixture
@@ -58,28 +44,30 @@ def test_missing_group_is_warned_about_and_the_others_run(data, tiny_unit, tmp_p
     ("remove", "named"),
     [("train/good", "train/good"), ("test/[!g]*", "only good test images")],
 )
-def test_unusable_class_fails_before_any_encoding(data, tiny_unit, tmp_path, encodings, remove, named):
+def test_unusable_class_fails_before_any_encoding(data, tiny_unit, tmp_path, count_encodings, remove, named):
     for folder in (data / "carpet").glob(remove):
         shutil.rmtree(folder)
     with pytest.raises(ValueError, match=named):
         run_unit(tiny_unit(tmp_path / "out", data_root=str(data), cache_dir="off"), progress=False)
-    assert encodings == []
+    assert count_encodings == []
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
-def test_unwritable_output_fails_before_any_encoding(tiny_unit, tmp_path, monkeypatch, encodings, code):
+def test_unwritable_output_fails_before_any_encoding(tiny_unit, tmp_path, monkeypatch, count_encodings, code):
     out = tmp_path / "out"
     _fail_writes_under(monkeypatch, out, code)
     with pytest.raises(OutputError, match=f"cannot write {out}/results/aprilgan/"):
         run_unit(tiny_unit(out, cache_dir="off"), progress=False)
-    assert encodings == []
+    assert count_encodings == []
 
 
-def test_a_file_in_place_of_the_output_folder_is_named_before_any_encoding(tiny_unit, tmp_path, encodings):
+def test_a_file_in_place_of_the_output_folder_is_named_before_any_encoding(
+    tiny_unit, tmp_path, count_encodings
+):
     (tmp_path / "out").write_text("not a folder")
     with pytest.raises(OutputError, match=f"{tmp_path / 'out'} is a file, not a folder"):
         run_unit(tiny_unit(tmp_path / "out", cache_dir="off"), progress=False)
-    assert encodings == []
+    assert count_encodings == []
 
 
 def _unit_file(tiny_unit, tmp_path, out: Path) -> Path:
