@@ -25,7 +25,7 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nandlib.config import ConfigError, read_yaml
-from nandlib.engines import Engine, LocalEngine, Outcome, _shared_cores
+from nandlib.engines import Engine, LocalEngine, Outcome, shared_cores, start_method
 
 CLUSTER_CLASSES = {
     "local": ("distributed", "LocalCluster"),
@@ -198,9 +198,7 @@ def _start(cluster: str, workers: int) -> Iterator[tuple[Any, int]]:
             f"{sorted(shipped_cluster_files())}: {cluster!r}"
         )
     module, name = CLUSTER_CLASSES[spec.kind]
-    with _worker_environment(spec):
-        started = getattr(_module(module), name)(**_arguments(spec))
-    with started:
+    with _worker_environment(spec), getattr(_module(module), name)(**_arguments(spec)) as started:
         if spec.workers and not spec.kind.startswith("local"):
             started.scale(spec.workers)
         yield started, spec.retries
@@ -224,14 +222,20 @@ def _arguments(spec: ClusterFile) -> dict[str, Any]:
 
 @contextmanager
 def _worker_environment(spec: ClusterFile) -> Iterator[None]:
-    """Local workers (and the kernels they start) get the environment the process pool's get, restarts
-    included: its share of the cores, and none of Dask's own settings (1 thread, eager memory trimming)."""
+    """While a local cluster lives, its workers start as the process pool's do
+    (:func:`nandlib.engines.start_method`: forked, the sweep's imports done) and get the environment the
+    pool's get, restarts included: their share of the cores, and none of Dask's own settings (1 thread,
+    eager memory trimming)."""
     if spec.kind != "local":
         yield
         return
     import dask
 
-    with _shared_cores(spec.workers or 1):
+    with shared_cores(spec.workers or 1):
         environment = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+    settings = {
+        "distributed.nanny.pre-spawn-environ": environment,
+        "distributed.worker.multiprocessing-method": start_method(),
+    }
+    with dask.config.set(settings):
         yield

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nandlib.config import ConfigError, parse_profile
-from nandlib.engines import _shared_cores
+from nandlib.engines import shared_cores
 from nandlib.fingerprints import unit_fingerprint
 from nandlib.outputs import OutputLayout, release, try_lock
 from nandlib.profiles import load_profile
@@ -85,13 +85,13 @@ def test_unknown_detector_is_named(profile, tmp_path):
 def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    with _shared_cores(2):
+    with shared_cores(2):
         assert os.environ["OMP_NUM_THREADS"] == "4"
     assert "OMP_NUM_THREADS" not in os.environ
-    with _shared_cores(1):
+    with shared_cores(1):
         assert "OMP_NUM_THREADS" not in os.environ
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    with _shared_cores(2):
+    with shared_cores(2):
         assert os.environ["OMP_NUM_THREADS"] == "3"
 
 
