@@ -257,6 +257,24 @@ def test_gpu_units_are_refused_when_no_worker_offers_a_gpu():
             list(DaskEngine(client).run({1: _GpuUnit()}))
 
 
+_SWEEP_STATE: list[str] = []
+"""Set by the test below in the sweep's process only: a worker sees it only when forked from that process."""
+
+
+def _fails_unless_forked_from_the_sweep() -> None:
+    if _SWEEP_STATE != ["set in the sweep"]:
+        raise RuntimeError("the worker started fresh (spawned), not forked from the sweep")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
+def test_local_cluster_workers_start_as_the_pools_do_and_keep_the_sweeps_state(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_SWEEP_STATE", ["set in the sweep"])
+    for cluster in (None, "local"):
+        with open_engine(cluster, 1) as engine:
+            outcomes = list(engine.run({"unit": _fails_unless_forked_from_the_sweep}))
+        assert [o.error for o in outcomes] == [None], cluster
+
+
 def test_cluster_file_errors_name_the_file_and_key(tmp_path):
     path = tmp_path / "cluster.yaml"
     path.write_text("kind: slurm\nworkers: 0\nqeue: gpu\n")
