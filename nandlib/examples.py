@@ -12,6 +12,11 @@ Routes (column ``route``):
 - ``visual-nd``: our addition: NAND whose ``f_add`` is the examples' mask-weighted mean of projected patch
   tokens (:func:`visual_normality`), optionally mixed with the text feature.
 
+Callers add routes of their own, each at every ``k``: *phrase routes* (NAND with phrases chosen from the
+examples, e.g. TGVIG's keyword-to-prompt generator, :func:`nandlib.tgvig.use.keyword_phrase_route`) and
+*example routes* (the example route with images made from the examples, e.g. TGVIG's generated variants,
+:func:`nandlib.tgvig.use.generated_example_route`). Book: ``generated_normals.md``, "In NAND's routes".
+
 ``auroc_before`` is the detector as fitted on the same images; the diagnostics are those of
 :mod:`nandlib.diagnostics` (``sup_specificity`` only where the route has a suppression map).
 """
@@ -19,7 +24,7 @@ Routes (column ``route``):
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +47,10 @@ EXAMPLE_COLUMNS = (
     "class", "group", "detector", "route", "k", "draw", "auroc_before", "auroc_after", "n_normal",
     "n_anomalous", *DIAGNOSTIC_COLUMNS[3:], "examples",
 )  # fmt: skip
+PhraseRoute = Callable[[str, Sequence[Image.Image]], Sequence[str]]
+"""``(group, example images) -> phrases`` of a phrase route."""
+ExampleRoute = Callable[[str, Sequence[Image.Image]], Sequence[Image.Image]]
+"""``(group, example images) -> images`` an example route gives ``add_normal_examples``."""
 
 
 def draw_examples(
@@ -138,9 +147,16 @@ class ExampleProtocol:
             ``coreset``).
         visual_weight: Weight of ``f_visual`` against the text feature in ``visual-nd`` (1: visual only).
         batch_size: Images per forward pass.
+        routes: Which of :data:`ROUTES` to compute (default all).
+        phrase_routes: Route name → :data:`PhraseRoute`: NAND (Eq. 5, Eq. 6) on the fitted detector with
+            the phrases it returns for the group and the ``k`` examples; they are kept in
+            :attr:`phrases_used` by ``(group, draw, route, k)``.
+        example_routes: Route name → :data:`ExampleRoute`: the example route with the images it returns
+            for the group and the ``k`` examples (no masks: not with ``use_masks``).
 
     Raises:
-        ValueError: The detector does not accept examples, or ``ks`` is empty.
+        ValueError: The detector does not accept examples, ``ks`` is empty, an unknown route, a route
+            name used twice, or example routes with ``use_masks``.
     """
 
     def __init__(
@@ -154,11 +170,23 @@ class ExampleProtocol:
         example_options: Mapping[str, Any] | None = None,
         visual_weight: float = 1.0,
         batch_size: int = 8,
+        routes: Sequence[str] = ROUTES,
+        phrase_routes: Mapping[str, PhraseRoute] | None = None,
+        example_routes: Mapping[str, ExampleRoute] | None = None,
     ) -> None:
         if not evaluation.detector.accepts_examples:
             raise ValueError(f"detector: {evaluation.detector.name!r} does not accept examples")
         if not ks:
             raise ValueError("ks: need at least one number of examples")
+        self.phrase_routes, self.example_routes = dict(phrase_routes or {}), dict(example_routes or {})
+        unknown = sorted(set(routes) - set(ROUTES))
+        names = [*routes, "before", *self.phrase_routes, *self.example_routes]
+        if unknown or len(set(names)) != len(names):
+            raise ValueError(f"routes: unknown {unknown} or a name used twice in {names}; built in: {ROUTES}")
+        if use_masks and self.example_routes:
+            raise ValueError("example_routes: their images have no defect masks; use_masks must be off")
+        self.routes = tuple(routes)
+        self.phrases_used: dict[tuple[str, int, str, int], tuple[str, ...]] = {}
         self.evaluation = evaluation
         self.ks, self.draws, self.seed = tuple(sorted(ks)), draws, seed
         self.use_masks, self.example_options = use_masks, dict(example_options or {})
@@ -189,23 +217,39 @@ class ExampleProtocol:
         keep = np.setdiff1d(np.arange(len(self.types)), drawn)
         base = self.evaluation.encoded.base_maps[keep]
         text = self._suppression[group][keep]
-        routes = {("before", 0): (base, None), ("text", 0): (final_map(base, [text]), text)}
+        routes = {("before", 0): (base, None)}
+        if "text" in self.routes:
+            routes[("text", 0)] = (final_map(base, [text]), text)
         kept_images = [self.data.test[i].image() for i in keep]
-        size = self.evaluation.nd.eval_size
         for k in self.ks:
             samples = [self.data.test[i] for i in drawn[:k]]
             images, masks = example_inputs(samples, self.data, masks=True)
-            detector = copy.copy(self.evaluation.detector)
-            detector.add_normal_examples(images, masks if self.use_masks else None, **self.example_options)
-            extended = detector_maps(detector, kept_images, size, self.batch_size)
-            visual = visual_normality(
-                self.evaluation.nd, images, masks, text=self._text[group], weight=self.visual_weight
-            )
-            visual_sup = self.evaluation.encoded.suppression(visual)[keep]
-            routes[("examples", k)] = (extended, None)
-            routes[("text+examples", k)] = (final_map(extended, [text]), text)
-            routes[("visual-nd", k)] = (final_map(base, [visual_sup]), visual_sup)
+            if {"examples", "text+examples"} & set(self.routes):
+                extended = self._extended_maps(images, masks if self.use_masks else None, kept_images)
+                routes[("examples", k)] = (extended, None)
+                routes[("text+examples", k)] = (final_map(extended, [text]), text)
+            if "visual-nd" in self.routes:
+                visual = visual_normality(
+                    self.evaluation.nd, images, masks, text=self._text[group], weight=self.visual_weight
+                )
+                visual_sup = self.evaluation.encoded.suppression(visual)[keep]
+                routes[("visual-nd", k)] = (final_map(base, [visual_sup]), visual_sup)
+            for name, choose in self.phrase_routes.items():
+                phrases = tuple(choose(group, images))
+                self.phrases_used[(group, draw, name, k)] = phrases
+                sup = self.evaluation.encoded.suppression(self.evaluation.nd.normality(phrases=phrases))[keep]
+                routes[(name, k)] = (final_map(base, [sup]), sup)
+            for name, extend in self.example_routes.items():
+                extended = self._extended_maps(list(extend(group, images)), None, kept_images)
+                routes[(name, k)] = (extended, None)
+        routes = {key: v for key, v in routes.items() if key[0] not in ROUTES or key[0] in self.routes}
         return drawn, keep, routes
+
+    def _extended_maps(self, images: list[Image.Image], masks, kept: list[Image.Image]) -> torch.Tensor:
+        """Maps of the evaluated images by a copy of the detector that took ``images`` as examples."""
+        detector = copy.copy(self.evaluation.detector)
+        detector.add_normal_examples(images, masks, **self.example_options)
+        return detector_maps(detector, kept, self.evaluation.nd.eval_size, self.batch_size)
 
     def results(self, groups: Sequence[str] | None = None) -> pd.DataFrame:
         """Tidy rows (:data:`EXAMPLE_COLUMNS`) per group (default: those with test images), draw and route."""

@@ -288,3 +288,33 @@ def test_example_route_needs_a_fitted_memory_and_a_detector_that_accepts_example
     evaluation.encoded.detector = NANDDetector(protocol.evaluation.detector, evaluation.nd, [])
     with pytest.raises(ValueError, match="does not accept examples"):
         ExampleProtocol(evaluation)
+
+
+def test_added_routes_given_the_built_in_input_reproduce_the_built_in_routes(protocol):
+    group = next(iter(protocol.evaluation.groups))
+    shipped = protocol.evaluation.normalities()[group].phrases
+    given = []
+    custom = ExampleProtocol(
+        protocol.evaluation, ks=(1, 2), draws=1, seed=0, routes=("text", "examples"),
+        phrase_routes={"same-text": lambda g, examples: given.append(len(examples)) or shipped},
+        example_routes={"same-examples": lambda g, examples: examples},
+    )  # fmt: skip
+    frame = custom.results([group]).set_index(["route", "k"])["auroc_after"]
+    assert sorted(frame.index) == sorted(
+        [("text", 0), *((r, k) for r in ("examples", "same-text", "same-examples") for k in (1, 2))]
+    )
+    assert frame[("same-text", 1)] == frame[("same-text", 2)] == frame[("text", 0)]
+    assert given == [1, 2] and custom.phrases_used[(group, 0, "same-text", 2)] == tuple(shipped)
+    maps = custom.route_maps(group, 0)[2]
+    assert torch.equal(maps[("same-examples", 2)][0], maps[("examples", 2)][0])
+    assert not torch.equal(maps[("examples", 2)][0], maps[("examples", 1)][0])
+
+
+def test_bad_added_routes_are_errors(protocol):
+    evaluation = protocol.evaluation
+    with pytest.raises(ValueError, match="unknown"):
+        ExampleProtocol(evaluation, routes=("text", "retrain"))
+    with pytest.raises(ValueError, match="used twice"):
+        ExampleProtocol(evaluation, phrase_routes={"text": lambda g, e: ["x"]})
+    with pytest.raises(ValueError, match="use_masks"):
+        ExampleProtocol(evaluation, use_masks=True, example_routes={"gen": lambda g, e: e})

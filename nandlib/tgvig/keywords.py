@@ -195,9 +195,11 @@ def score_prompts(
 class KeywordPromptGenerator:
     """NAND's :class:`~nandlib.prompts.generators.PromptGenerator` from the keyword-to-prompt generator.
 
-    A group's phrases are its keyword (the group name, underscores read as spaces) and the WordNet words
-    of it, ranked by Eq. 1 (prompts ``"a {class} with {word}"``, outliers removed) against images: examples
-    of the new normality when given, else the class's images (``images(class_name, group)`` chooses).
+    A group's candidate words are its keyword (the group name, underscores read as spaces) and the WordNet
+    words of it; their prompts ``"a {class} with {word}"`` are ranked by Eq. 1 (outliers removed) against
+    images: examples of the new normality when given, else the class's images (``images(class_name,
+    group)`` chooses). A phrase is the scored prompt without its article, ``"{class} with {word}"``: NAND's
+    templates put it after ``"a photo of a"``, as the shipped phrases (``"carpet with a cut"``).
 
     Args:
         clip: :class:`nandlib.backbones.ClipBackbone`.
@@ -217,22 +219,37 @@ class KeywordPromptGenerator:
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k: must be a positive integer, got {top_k!r}")
+        unknown = set(relations) - set(RELATIONS)
+        if unknown:
+            raise ValueError(f"relations: unknown {sorted(unknown)}; choose from {RELATIONS}")
         self.clip, self.images, self.top_k = clip, images, top_k
         self.relations, self.threshold, self.keep = relations, threshold, keep
 
+    def candidates(self, class_name: str, group: str) -> list[str]:
+        """The prompts Eq. 1 ranks for ``group``: ``"a {class} with {word}"`` for the keyword and its
+        WordNet words (the keyword alone where WordNet does not know it, e.g. ``"gray stroke"``), those the
+        text encoder reads.
+
+        Raises:
+            ValueError: Empty names, or a text encoder that reads none of them.
+        """
+        keyword = check_name(group, "group")
+        try:
+            words = word_set(keyword, self.relations)
+        except ValueError:  # relations are checked in __init__: WordNet does not know the keyword
+            words = []
+        return encodable(self.clip, candidate_prompts(class_name, [keyword, *words]))
+
     def phrases(self, class_name: str, group: str) -> list[str]:
-        """The ``top_k`` best words for ``group`` of ``class_name`` (kept in ``S^p``, by cosine)."""
+        """The ``top_k`` best phrases for ``group`` of ``class_name`` (kept in ``S^p``, by cosine)."""
         from nandlib.tgvig.images import check_images
 
-        keyword = check_name(group, "group")
-        words = [keyword, *word_set(keyword, self.relations)]
-        prompts = encodable(self.clip, candidate_prompts(class_name, words))
+        prompts = self.candidates(class_name, group)
         images = self.images(class_name, group)
         check_images(images)
         choice = score_prompts(self.clip, prompts, images, self.threshold, self.keep)
         ranked = sorted((i for i, kept in enumerate(choice.kept) if kept), key=lambda i: -choice.cosine[i])
-        prefix = len(TEMPLATE.format(object=check_name(class_name), word=""))
-        return [choice.candidates[i][prefix:] for i in ranked[: self.top_k]]
+        return [choice.candidates[i].removeprefix("a ") for i in ranked[: self.top_k]]
 
 
 def encodable(clip, prompts: Sequence[str]) -> list[str]:

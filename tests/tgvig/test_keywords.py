@@ -117,4 +117,5 @@ def test_keyword_prompt_generator_gives_nand_the_best_words_of_a_group() -> None
     choice = score_prompts(clip, encodable(clip, candidate_prompts("screw", words)), images)
     kept = zip(choice.cosine, choice.candidates, choice.kept, strict=True)
     best = sorted(((c, p) for c, p, k in kept if k), reverse=True)[:2]
-    assert phrases == [prompt.removeprefix("a screw with ") for _, prompt in best]
+    assert phrases == [prompt.removeprefix("a ") for _, prompt in best]
+    assert all(phrase.startswith("screw with ") for phrase in phrases)
