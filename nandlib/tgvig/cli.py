@@ -42,9 +42,17 @@ def _read_inputs(folder: Path, name: str) -> tuple[list, str]:
 
 
 def _clip(model: str, pretrained: str | None, checkpoint: Path | None):
+    """The CLIP of ``f`` and ``G``; random weights (neither a tag nor a file) are said on stderr."""
     from nandlib.backbones import load_clip
 
-    return load_clip(model, pretrained=pretrained, checkpoint=checkpoint)
+    clip = load_clip(model, pretrained=pretrained, checkpoint=checkpoint)
+    if pretrained is None and checkpoint is None:
+        typer.echo(
+            f"Warning: CLIP {model} has random weights ({clip.weights}); the paper's are "
+            "--clip-model ViT-B-16 --clip-pretrained openai (or a local --clip-checkpoint)",
+            err=True,
+        )
+    return clip
 
 
 @generate_app.command("prompts")
