@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,7 @@ def evaluation_data(root: Path, classes: list[str]) -> Path:
         generate_dataset(root / "staging", missing, seed=0, scale="paper", size=DEFAULT_SIZE)
         for c in missing:
             (root / "staging" / c).rename(root / c)
+        shutil.rmtree(root / "staging")  # its README and marker: a later call with other classes stages again
     return root
 
 
