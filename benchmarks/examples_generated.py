@@ -12,7 +12,8 @@ ResNet-18 at 64 px, as ``examples_report.py``):
 
 Classes must have WordNet words the toy CLIP reads (carpet, screw, bottle, capsule, grid, pill; not
 hazelnut). Writes ``examples_generated.csv`` (the protocol's rows) and ``examples_generated.json``
-(provenance, every generation's prompt and time) to ``--out``. Book: ``generated_normals.md``, "In NAND's
+(provenance, every generation's prompt and time) and ``examples_generated.png`` (one example and its
+variants) to ``--out``. Book: ``generated_normals.md``, "In NAND's
 routes".
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/examples_generated.py --threads 2 --out book/data
@@ -30,6 +31,7 @@ import pandas as pd
 import torch
 from _common import machine
 from examples_report import PATCHCORE, build
+from PIL import Image
 from toy_report import evaluation_data
 
 from nandlib.checkpoints import file_fingerprint
@@ -41,6 +43,18 @@ from nandlib.tgvig.generator import load_vqmodel
 from nandlib.tgvig.integrator import IntegratorSettings
 from nandlib.tgvig.toy import toy_vqgan, toy_vqgan_dir
 from nandlib.tgvig.use import GeneratedExampleRoute
+
+
+def figure(protocol: ExampleProtocol, route: GeneratedExampleRoute, path: Path, shown: int = 7) -> None:
+    """The first example of the first group (draw 0) and the first ``shown`` images TGVIG made from it."""
+    group = next(iter(protocol.evaluation.groups))
+    example = protocol.data.test[protocol.draw(group, 0)[0]].image()
+    images = route(group, [example])[: 1 + shown]
+    size = example.width
+    strip = Image.new("RGB", (size * len(images), size), "white")
+    for index, image in enumerate(images):
+        strip.paste(image, (index * size, 0))
+    strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST).save(path)
 
 
 def main() -> None:
@@ -72,12 +86,15 @@ def main() -> None:
         evaluation = ClassEvaluation(
             detector, nd, read_class(data, class_name), label="patchcore", batch_size=cfg.batch_size
         )
-        route = GeneratedExampleRoute(nd.aprilgan.backbone, vqmodel, class_name, settings, seed=cfg.seed)
+        route_args = (nd.aprilgan.backbone, vqmodel, class_name, settings, cfg.seed)
+        route = GeneratedExampleRoute(*route_args)
         protocol = ExampleProtocol(
             evaluation, ks=ks, draws=args.draws, seed=cfg.seed, routes=("examples",),
             example_routes={"examples+generated": route}, batch_size=cfg.batch_size,
         )  # fmt: skip
         frames.append(protocol.results())
+        if class_name == classes[0]:
+            figure(protocol, GeneratedExampleRoute(*route_args), args.out / "examples_generated.png")
         generations.extend({"class": class_name, **record} for record in route.records)
         seconds[class_name] = round(time.perf_counter() - tick, 1)
         print(f"{class_name}: {seconds[class_name]} s", flush=True)
