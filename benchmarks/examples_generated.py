@@ -11,10 +11,9 @@ ResNet-18 at 64 px, as ``examples_report.py``):
   :func:`nandlib.tgvig.toy.toy_vqgan` of seed 0, or a ``VQModel`` folder).
 
 Classes must have WordNet words the toy CLIP reads (carpet, screw, bottle, capsule, grid, pill; not
-hazelnut). Writes ``examples_generated.csv`` (the protocol's rows) and ``examples_generated.json``
+hazelnut). Writes ``examples_generated.csv`` (the protocol's rows), ``examples_generated.json``
 (provenance, every generation's prompt and time) and ``examples_generated.png`` (one example and its
-variants) to ``--out``. Book: ``generated_normals.md``, "In NAND's
-routes".
+variants) to ``--out``. Book: ``generated_normals.md``, "In NAND's routes".
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/examples_generated.py --threads 2 --out book/data
 """
@@ -105,14 +104,16 @@ def main() -> None:
     print(frame.assign(delta=delta).groupby(["route", "k"])["delta"].agg(["mean", "std", "count"]))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     weights = file_fingerprint(next(vqgan_dir.glob("*.safetensors")))
+    training = vqgan_dir / "training.json"  # the training record a trained or shipped toy VQGAN keeps
     record = {
         "what": "toy world (generated data, models trained here); not the paper's results",
         "machine": machine(), "commit": commit.strip(), "seed": cfg.seed, "classes": classes,
         "ks": list(ks), "draws": args.draws, "detector": PATCHCORE, "integrator": settings.model_dump(),
         "weights": {
             "nd_clip": nd.aprilgan.backbone.weights, "nd_adapters": nd.aprilgan.adapters.weights,
-            "vqgan": f"{args.vqgan} ({vqgan_dir}), sha256 {weights.sha256[:12]}",
+            "vqgan": f"{args.vqgan}, sha256 {weights.sha256[:12]}",
         },
+        "vqgan_training": json.loads(training.read_text()) if training.is_file() else None,
         "generations": generations, "vqgan_seconds": vqgan_seconds, "seconds": seconds,
         "total_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
