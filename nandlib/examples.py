@@ -15,7 +15,7 @@ Routes (column ``route``):
 Callers add routes of their own, each at every ``k``: *phrase routes* (NAND with phrases chosen from the
 examples, e.g. TGVIG's keyword-to-prompt generator, :func:`nandlib.tgvig.use.keyword_phrase_route`) and
 *example routes* (the example route with images made from the examples, e.g. TGVIG's generated variants,
-:func:`nandlib.tgvig.use.generated_example_route`). Book: ``generated_normals.md``, "In NAND's routes".
+:class:`nandlib.tgvig.use.GeneratedExampleRoute`). Book: ``generated_normals.md``, "In NAND's routes".
 
 ``auroc_before`` is the detector as fitted on the same images; the diagnostics are those of
 :mod:`nandlib.diagnostics` (``sup_specificity`` only where the route has a suppression map).
