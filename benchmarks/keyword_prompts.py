@@ -70,7 +70,7 @@ def class_rows(class_name: str, variant: str, data: Path, draws: int, ks: tuple[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", default="carpet,wood,hazelnut")
+    parser.add_argument("--classes", default="carpet,wood,hazelnut,leather,capsule")
     parser.add_argument("--variants", default="aprilgan,patchcore", help=f"of {list(VARIANTS)}")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
