@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nandlib.tgvig import toy as tgvig_toy
 from nandlib.toy.shipping import SHIPPED_DIR
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -56,9 +57,11 @@ def test_core_requirements_have_no_jupyter_and_the_notebooks_ship(wheel):
     for notebook in ("run_class", "tables", "figure5"):
         assert f"nandlib/notebooks/{notebook}.ipynb" in names
     assert "nandlib/profiles/toy.yaml" in names and "nandlib/model_configs/nand-toy.json" in names
-    files = [path.relative_to(SHIPPED_DIR) for path in SHIPPED_DIR.rglob("*") if path.is_file()]
-    shipped = {f"nandlib/toy/shipped/{path}" for path in files}
-    assert shipped <= set(names), "the shipped toy world (weights and manifest) is package data"
+    for folder, package in ((SHIPPED_DIR, "nandlib/toy"), (tgvig_toy.SHIPPED_DIR, "nandlib/tgvig")):
+        files = [path.relative_to(folder) for path in folder.rglob("*") if path.is_file()]
+        assert files, f"nothing shipped in {folder}"
+        shipped = {f"{package}/shipped/{path}" for path in files}
+        assert shipped <= set(names), f"{package}'s shipped weights and manifest are package data"
 
 
 def _snapshot(folder: Path) -> set[str]:

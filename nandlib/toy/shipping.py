@@ -68,9 +68,24 @@ def verified_files(seed: int) -> dict[str, Path]:
             the file and the command that retrains the world.
     """
     files = _manifest()[f"seed{seed}"]["files"]
+    return check_files(SHIPPED_DIR / f"seed{seed}", files, f"the toy world with {retrain_hint(seed)}")
+
+
+def check_files(folder: Path, files: dict[str, dict], retrain: str) -> dict[str, Path]:
+    """Shipped files by name, each checked against its manifest entry (``{"sha256": …, "size": …}``).
+
+    Args:
+        folder: Where the files lie.
+        files: Manifest entries by file name.
+        retrain: What the error tells the user to retrain, and how (``"the toy world with `…`"``).
+
+    Raises:
+        ShippedWeightsError: A file is missing or its content differs from its entry; the message names the
+            file and ``retrain``.
+    """
     verified = {}
     for name, expected in files.items():
-        path = SHIPPED_DIR / f"seed{seed}" / name
+        path = folder / name
         if not path.is_file():
             problem = "is missing"
         else:
@@ -83,11 +98,20 @@ def verified_files(seed: int) -> dict[str, Path]:
             )
         if problem:
             raise ShippedWeightsError(
-                f"shipped toy weights {path} {problem}: reinstall nandlib, or retrain the toy world into "
-                f"the user data folder with {retrain_hint(seed)}"
+                f"shipped toy weights {path} {problem}: reinstall nandlib, or retrain {retrain} into "
+                "the user data folder"
             )
         verified[name] = path
     return verified
+
+
+def manifest_entry(folder: Path, names: list[str] | tuple[str, ...], record: dict) -> dict:
+    """A manifest entry: SHA-256 and size of each file ``folder/name``, and the training record."""
+    fingerprints = {name: file_fingerprint(folder / name) for name in names}
+    return {
+        "files": {name: {"sha256": f.sha256, "size": f.size} for name, f in fingerprints.items()},
+        "record": record,
+    }
 
 
 def ship(trained: Path, seed: int) -> Path:
@@ -110,11 +134,9 @@ def ship(trained: Path, seed: int) -> Path:
     if record.get("seed") != seed:
         raise ValueError(f"{trained}: trained with seed {record.get('seed')}, not {seed}")
     manifest = _manifest()
-    fingerprints = {name: file_fingerprint(folder / name) for name in FILES}
-    manifest[f"seed{seed}"] = {
-        "files": {name: {"sha256": f.sha256, "size": f.size} for name, f in fingerprints.items()},
-        "record": {key: value for key, value in record.items() if not key.endswith("_loss")},
-    }
+    manifest[f"seed{seed}"] = manifest_entry(
+        folder, FILES, {key: value for key, value in record.items() if not key.endswith("_loss")}
+    )
     path = SHIPPED_DIR / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     return path

@@ -13,7 +13,7 @@ from nandlib.tgvig.generator import (
     load_vqmodel,
 )
 
-SMALL = {**TOY_CONFIG, "block_out_channels": [16, 32, 32], "norm_num_groups": 8, "sample_size": 32}
+SMALL = {**TOY_CONFIG, "sample_size": 32}
 
 
 @pytest.fixture(scope="module")

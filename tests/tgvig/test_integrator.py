@@ -8,7 +8,7 @@ import torch
 from nandlib.tgvig.generator import TOY_CONFIG, VarianceAwareGenerator, build_vqmodel
 from nandlib.tgvig.integrator import IntegratorSettings, integrate, set_feature, set_score
 
-SMALL = {**TOY_CONFIG, "block_out_channels": [16, 32, 32], "norm_num_groups": 8, "sample_size": 32}
+SMALL = {**TOY_CONFIG, "sample_size": 32}
 
 
 def test_set_score_is_the_cosine_of_the_mean_normalised_feature() -> None:
