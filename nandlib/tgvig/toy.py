@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import shutil
 import time
 import warnings
@@ -97,7 +98,8 @@ def train_toy_vqgan(seed: int = 0, budget: ToyVQBudget | None = None, progress: 
 
     Returns:
         ``(model, record)``: the ``VQModel`` in eval mode and its training record (recipe, seed, budget,
-        seconds, threads, torch and diffusers versions, code commit, loss every 10 % of the steps).
+        seconds, machine, load average at the end, threads, torch and diffusers versions, code commit, loss
+        every 10 % of the steps).
     """
     import diffusers
 
@@ -123,6 +125,8 @@ def train_toy_vqgan(seed: int = 0, budget: ToyVQBudget | None = None, progress: 
         "seed": seed,
         "budget": budget.model_dump(),
         "seconds": round(time.perf_counter() - start, 1),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.node()}",
+        "load_average": [round(x, 1) for x in os.getloadavg()],
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
