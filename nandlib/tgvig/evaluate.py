@@ -31,8 +31,9 @@ ROWS: dict[str, tuple[str, str] | None] = {
     "+ variance (TGVIG)": ("keywords", "estimated"),
 }
 TGVIG_ROW = "+ variance (TGVIG)"
-# "Full-shot" in the toy world: this many good training images (MVTec AD's classes have 60-400).
-FULL_SHOT = 20
+# "Full-shot" in the toy world: this many good training images (MVTec AD's classes have 60-400; ten keep
+# the toy experiment within 15 min on a shared 2-core CPU).
+FULL_SHOT = 10
 
 
 def _rng(seed: int, *key: object) -> np.random.Generator:
