@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    timings, load_before = {}, machine()
+    # the code that runs (its outputs, written below, would make the checkout dirty)
+    timings, load_before, commit = {}, machine(), code_commit()
 
     weights = toy_weights(0)
     clip = load_clip("nand-toy", checkpoint=weights.clip, image_size=64)
@@ -111,7 +112,7 @@ def main() -> None:
         "what": "TGVIG toy-world ablation: synthetic images, the toy world's CLIP and VQGAN; not the paper's",
         "machine_at_start": load_before,
         "machine_at_end": machine(),
-        "commit": code_commit(),
+        "commit": commit,
         "classes": args.classes, "shots": args.shots, "full_shot": FULL_SHOT, "seeds": args.seeds,
         "counts": args.counts, "rows": list(ROWS),
         "test_set": "per class and seed: 20 good, 20 defective 64 px images (evaluate.toy_split)",

@@ -115,8 +115,9 @@ def toy_ablation(
 
     Returns:
         ``(frame, examples)``: one frame row per class × shots × seed × ablation row (image and pixel AUROC
-        in %, images generated, prompt, generation seconds); and what each generating row made for the
-        fewest shots and the first seed, by ``(class, row)`` (for the figure).
+        in %, images generated, prompt, the round Eq. 5 kept and its ``cos(z_v, z_t)``, generation seconds);
+        and what each generating row made for the fewest shots and the first seed, by ``(class, row)`` (for
+        the figure).
     """
     settings = settings or IntegratorSettings()
     records, examples = [], {}
@@ -131,10 +132,12 @@ def toy_ablation(
                 examples[class_name, row] = made
             generated = made.images if made else []
             image, pixel = aurocs([*split.train, *generated], split, seed)
+            kept = made.integration.best_round if made else None
             records.append({
                 "class": class_name, "shots": k, "seed": seed, "row": row, "generated": len(generated),
-                "prompt": made.prompt if made else "", "image_auroc": image, "pixel_auroc": pixel,
-                "generation_s": round(seconds, 2),
+                "prompt": made.prompt if made else "", "kept_round": kept,
+                "set_score": made.integration.scores[kept] if made else None,
+                "image_auroc": image, "pixel_auroc": pixel, "generation_s": round(seconds, 2),
             })  # fmt: skip
     return pd.DataFrame.from_records(records), examples
 

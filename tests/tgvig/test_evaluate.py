@@ -7,6 +7,7 @@ import pandas as pd
 
 from nandlib.tgvig import evaluate
 from nandlib.tgvig.evaluate import ROWS, summary, toy_ablation, toy_split
+from nandlib.tgvig.integrator import Integration
 from nandlib.tgvig.pipeline import GeneratedNormals
 
 
@@ -24,12 +25,13 @@ def test_each_row_generates_with_its_prompt_and_variance(monkeypatch) -> None:
 
     def generate(images, name, clip, vqmodel, settings, prompt, seed, progress):
         calls.append((prompt, settings.variance))
-        return GeneratedNormals(list(images), f"{prompt} prompt", None, None)
+        return GeneratedNormals(list(images), f"{prompt} prompt", None, Integration(None, [0.1, 0.3], 1, []))
 
     monkeypatch.setattr(evaluate, "generate_normals", generate)
     frame, examples = toy_ablation(["bottle"], None, None, shots=[1], seeds=[0])
     assert calls == [parts for parts in ROWS.values() if parts]
     assert frame["row"].tolist() == list(ROWS) and frame["generated"].tolist() == [0, 1, 1, 1]
+    assert frame["set_score"].tolist()[1:] == [0.3] * 3 and frame["prompt"].iloc[1] == "naive prompt"
     assert set(examples) == {("bottle", row) for row, parts in ROWS.items() if parts}
     assert frame[["image_auroc", "pixel_auroc"]].apply(lambda x: x.between(0, 100)).all().all()
 
