@@ -41,7 +41,7 @@ def figure(class_name: str, examples: dict, path: Path) -> None:
     unit, estimated = examples[class_name, "+ keyword-to-prompt, σ = 1"], examples[class_name, TGVIG_ROW]
     rows = {"original": original, "σ = 1": unit.images[:5], "estimated variance": estimated.images[:5]}
     fig = plt.figure(figsize=(9, 4.4))
-    grid = fig.add_gridspec(3, 7, width_ratios=[1] * 5 + [0.2, 3.2])
+    grid = fig.add_gridspec(3, 7, width_ratios=[1] * 5 + [0.1, 3.2])
     for r, (label, images) in enumerate(rows.items()):
         for c in range(5):
             ax = fig.add_subplot(grid[r, c])
@@ -55,10 +55,14 @@ def figure(class_name: str, examples: dict, path: Path) -> None:
     ax = fig.add_subplot(grid[:, 6])
     colours = ["tab:red" if choice.candidates[i] == choice.prompt else
                "tab:blue" if choice.kept[i] else "tab:grey" for i in order]  # fmt: skip
-    ax.barh([choice.candidates[i] for i in order], [choice.cosine[i] for i in order], color=colours)
+    low = min(choice.cosine[i] for i in order) - 0.05
+    ax.barh(range(len(order)), [choice.cosine[i] - low for i in order], left=low, color=colours, alpha=0.5)
+    for y, i in enumerate(order):  # the prompt inside its bar
+        ax.text(low + 0.005, y, choice.candidates[i], va="center", fontsize=7)
+    ax.set_yticks([])
     ax.set_xlabel("cos(f(I°), G(S_t)) (Eq. 1)", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.set_xlim(min(choice.cosine[i] for i in order) - 0.02, max(choice.cosine) + 0.01)
+    ax.set_xlim(low, max(choice.cosine) + 0.01)
     ax.set_title("prompt scores (red: P; grey: filtered out)", fontsize=8)
     fig.suptitle(f"toy {class_name}, one-shot, seed 0: the images each row added (first 5 of the kept set)",
                  fontsize=9)  # fmt: skip
