@@ -40,7 +40,7 @@ from nandlib.examples import ExampleProtocol
 from nandlib.paths import toy_dir
 from nandlib.tgvig.generator import load_vqmodel
 from nandlib.tgvig.integrator import IntegratorSettings
-from nandlib.tgvig.toy import toy_vqgan, toy_vqgan_dir
+from nandlib.tgvig.toy import toy_vqgan, toy_vqgan_folder
 from nandlib.tgvig.use import GeneratedExampleRoute
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     data = evaluation_data(toy_dir() / "eval-synthetic-64", classes)
     tick = time.perf_counter()
     vqmodel = toy_vqgan(0) if args.vqgan == "toy" else load_vqmodel(args.vqgan).eval()
-    vqgan_dir = toy_vqgan_dir(0) if args.vqgan == "toy" else Path(args.vqgan)
+    vqgan_dir = toy_vqgan_folder(0) if args.vqgan == "toy" else Path(args.vqgan)
     vqgan_seconds = round(time.perf_counter() - tick, 1)
     frames, generations, seconds = [], [], {}
     for class_name in classes:
