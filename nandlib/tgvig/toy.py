@@ -119,7 +119,7 @@ def train_toy_vqgan(seed: int = 0, budget: ToyVQBudget | None = None, progress: 
         loss.backward()
         optimiser.step()
         if (step + 1) % every == 0:
-            losses.append(round(float(loss), 4))
+            losses.append(round(float(loss.detach()), 4))
     record = {
         "recipe": RECIPE,
         "seed": seed,
