@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -34,7 +33,13 @@ from nandlib.config import Settings
 from nandlib.paths import data_home, writable_folder
 from nandlib.provenance import code_commit
 from nandlib.tgvig.generator import TOY_CONFIG, build_vqmodel, load_vqmodel
-from nandlib.toy.shipping import ShippedWeightsError, check_files, manifest_entry
+from nandlib.toy.shipping import (
+    MANIFEST_NAME,
+    check_files,
+    manifest_entry,
+    read_manifest,
+    shipped_or_trained,
+)
 
 # Bumped whenever the training code changes what a budget trains (a shipped or saved VQGAN of another
 # recipe is not used).
@@ -145,8 +150,7 @@ def save_toy_vqgan(model, record: dict, folder: Path) -> Path:
 
 
 def _manifest() -> dict:
-    path = SHIPPED_DIR / "manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_manifest(SHIPPED_DIR)
 
 
 def _matches(record: dict, seed: int, budget: ToyVQBudget) -> bool:
@@ -176,19 +180,18 @@ def toy_vqgan_folder(seed: int = 0, budget: ToyVQBudget | None = None, progress:
     """
     budget = budget or ToyVQBudget()
     entry = _manifest().get(f"seed{seed}")
-    if entry is not None and _matches(entry["record"], seed, budget):
-        try:
-            check_files(SHIPPED_DIR / f"seed{seed}", entry["files"], f"it with {retrain_command(seed)}")
-        except ShippedWeightsError as error:
-            trained = _trained(seed, budget)
-            if trained is None:
-                raise
-            warnings.warn(f"{error}; using the trained copy in {trained}", stacklevel=2)
-            return trained
+
+    def shipped() -> Path:
+        check_files(SHIPPED_DIR / f"seed{seed}", entry["files"], f"it with {retrain_command(seed)}")
         return SHIPPED_DIR / f"seed{seed}"
-    trained = _trained(seed, budget)
-    if trained is not None:
-        return trained
+
+    found = shipped_or_trained(
+        shipped if entry is not None and _matches(entry["record"], seed, budget) else None,
+        lambda: _trained(seed, budget),
+        lambda folder: folder,
+    )
+    if found is not None:
+        return found
     model, record = train_toy_vqgan(seed, budget, progress)
     return save_toy_vqgan(model, record, toy_vqgan_dir(seed))
 
@@ -235,7 +238,7 @@ def ship(seed: int) -> Path:
     record = json.loads((folder / "training.json").read_text())
     manifest = _manifest()
     manifest[f"seed{seed}"] = manifest_entry(folder, FILES, {k: v for k, v in record.items() if k != "loss"})
-    path = SHIPPED_DIR / "manifest.json"
+    path = SHIPPED_DIR / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     return path
 

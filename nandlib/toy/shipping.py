@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from nandlib.checkpoints import file_fingerprint
 from nandlib.paths import toy_dir
@@ -24,6 +27,9 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 MANIFEST_NAME = "manifest.json"
 # How a profile names the toy world's weights (nandlib.toy.train.resolve_toy_weights): reference -> file.
 REFERENCES = {"toy:clip": "clip.pt", "toy:adapters": "adapters.pth"}
+
+
+Found = TypeVar("Found")
 
 
 class ShippedWeightsError(ValueError):
@@ -49,9 +55,49 @@ def toy_reference(path: str | Path) -> tuple[str, str] | None:
     return (reference, f"seed {folder.name.removeprefix('seed')}, {origin}") if origin else None
 
 
-def _manifest() -> dict:
-    path = SHIPPED_DIR / MANIFEST_NAME
+def read_manifest(folder: Path) -> dict:
+    """The manifest of the shipped files under ``folder`` by seed (``{}`` when nothing is shipped there)."""
+    path = folder / MANIFEST_NAME
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _manifest() -> dict:
+    return read_manifest(SHIPPED_DIR)
+
+
+def shipped_or_trained(
+    shipped: Callable[[], Found] | None,
+    trained: Callable[[], Found | None],
+    where: Callable[[Found], Path],
+) -> Found | None:
+    """The shipped weights when they match what is asked, else a matching trained copy (user data folder).
+
+    A shipped file that is missing or corrupt falls back to a matching trained copy, with a warning naming
+    the file; without one, the error stands. Shared by the toy world (:func:`nandlib.toy.train.toy_weights`)
+    and the toy VQGAN (:func:`nandlib.tgvig.toy.toy_vqgan_folder`).
+
+    Args:
+        shipped: Checks and returns the shipped weights (raises :class:`ShippedWeightsError`); ``None``
+            when no shipped weights match the asked seed, budget and recipe.
+        trained: The user data folder's matching weights, or ``None``.
+        where: The folder a trained copy lies in (for the warning).
+
+    Returns:
+        The weights found, or ``None`` when they must be trained.
+
+    Raises:
+        ShippedWeightsError: A shipped file is broken and no trained copy matches.
+    """
+    if shipped is not None:
+        try:
+            return shipped()
+        except ShippedWeightsError as error:
+            fallback = trained()
+            if fallback is None:
+                raise
+            warnings.warn(f"{error}; using the trained copy in {where(fallback)}", stacklevel=3)
+            return fallback
+    return trained()
 
 
 def shipped_record(seed: int) -> dict | None:

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from nandlib.config import ConfigError, Settings
 from nandlib.paths import toy_dir, writable_folder
 from nandlib.provenance import code_commit
 from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, save_clip, train_clip
-from nandlib.toy.shipping import REFERENCES, ShippedWeightsError, shipped_record, verified_files
+from nandlib.toy.shipping import REFERENCES, shipped_or_trained, shipped_record, verified_files
 from nandlib.toy.world import DEFAULT_SIZE, clip_images, defect_phrases, write_aux_dataset
 from nandlib.training.adapters import AdapterTraining, train_adapters
 
@@ -178,19 +177,18 @@ def toy_weights(
         PermissionError: Training is needed and the user data folder is not writable (named).
     """
     record = shipped_record(seed)
-    if record is not None and _matches(record, budget, seed):
-        try:
-            files = verified_files(seed)
-        except ShippedWeightsError as error:
-            trained = _trained_world(seed, budget)
-            if trained is None:
-                raise
-            warnings.warn(f"{error}; using the trained copy in {trained.clip.parent}", stacklevel=2)
-            return trained
+
+    def shipped() -> ToyWeights:
+        files = verified_files(seed)
         return ToyWeights(*(files[name] for name in FILES), record)
-    trained = _trained_world(seed, budget)
-    if trained is not None:
-        return trained
+
+    found = shipped_or_trained(
+        shipped if record is not None and _matches(record, budget, seed) else None,
+        lambda: _trained_world(seed, budget),
+        lambda world: world.clip.parent,
+    )
+    if found is not None:
+        return found
     writable_folder(toy_dir(), "toy world folder (user data folder)")
     return train_toy(toy_dir() / f"seed{seed}", seed, budget, log)
 
