@@ -76,3 +76,18 @@ def count_encodings(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(ClipBackbone, "encode_image_layers", counted)
     return calls
+
+
+@pytest.fixture
+def damage_file():
+    """``damage(path, how)``: ``"missing"`` deletes the file, ``"corrupt"`` flips its middle byte."""
+
+    def damage(path, how: str) -> None:
+        if how == "missing":
+            path.unlink()
+        else:
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+
+    return damage

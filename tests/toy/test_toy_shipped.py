@@ -83,15 +83,10 @@ def test_other_seeds_and_recipes_train_into_the_user_data_folder(
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_a_broken_shipped_file_is_named_with_the_command_that_retrains(
-    damage, shipped_copy, no_training
+    damage, shipped_copy, no_training, damage_file
 ) -> None:
     target = shipped_copy / "seed0" / "adapters.pth"
-    if damage == "missing":
-        target.unlink()
-    else:
-        data = bytearray(target.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        target.write_bytes(bytes(data))
+    damage_file(target, damage)
     with pytest.raises(ShippedWeightsError, match=damage) as error:
         toy_weights(0)
     assert str(target) in str(error.value) and "nand toy train --seed 0" in str(error.value)
