@@ -87,6 +87,11 @@ def check_writable(folder: Path) -> None:
     probe.unlink()
 
 
+def kernel_log(notebook: str | Path) -> Path:
+    """Where the kernel that executes ``notebook`` writes its standard error: beside it."""
+    return Path(notebook).with_suffix(".kernel.log")
+
+
 def remove_temporaries(path: Path) -> None:
     """Delete :func:`atomic_write`'s temporaries of ``path`` (left by a killed writer of that file)."""
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
@@ -151,6 +156,7 @@ class OutputLayout:
             self.examples(detector, class_name),
             self.diagnostics(detector, class_name),
             self.run_record(detector, class_name),
+            kernel_log(self.run_record(detector, class_name)),
         ]
 
     def provenance(self, detector: str, class_name: str) -> Path:

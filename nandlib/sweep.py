@@ -31,7 +31,7 @@ from tqdm import tqdm
 from nandlib.config import ConfigError, Profile, UnitConfig
 from nandlib.engines import Engine, LocalEngine
 from nandlib.fingerprints import UnitFingerprint, unit_fingerprint
-from nandlib.outputs import OutputLayout, atomic_write, release, remove_temporaries, try_lock
+from nandlib.outputs import OutputLayout, atomic_write, kernel_log, release, remove_temporaries, try_lock
 
 _KERNEL_START_ERRORS = ("Kernel didn't respond", "Address already in use", "Kernel died before replying")
 
@@ -105,11 +105,31 @@ def _remove_sockets_of_dead_processes() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _kernel_manager_class():
+    """A jupyter_client kernel manager whose kernels write their standard error to a file of their own.
+
+    A kernel would otherwise share the terminal of the sweep that started it; jupyter_client interrupts
+    every kernel it shuts down, and ipykernel may log that interrupt as a traceback there.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import Unicode
+
+    class LoggedKernelManager(AsyncKernelManager):
+        stderr_path = Unicode("", config=True, help="file the kernel's standard error is appended to")
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with open(self.stderr_path, "ab") as log:
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+
+    return LoggedKernelManager
+
+
 def execute_notebook(source: str, output: str, parameters: dict[str, Any], retries: int = 2) -> str:
     """Execute a notebook with papermill, retrying when the kernel fails to start.
 
     The kernel talks to papermill over local (IPC) sockets in a temporary folder of its own: over TCP,
-    ipykernel warns in every kernel's log that the traffic is unencrypted.
+    ipykernel warns in every kernel's log that the traffic is unencrypted. Its standard error goes to
+    :func:`kernel_log`, not to the terminal of the process that runs it.
 
     Returns:
         ``"done"``; raises the papermill error when a cell fails.
@@ -130,7 +150,11 @@ def execute_notebook(source: str, output: str, parameters: dict[str, Any], retri
                     start_timeout=180,
                     progress_bar=False,
                     cwd=str(Path(output).parent),
-                    config=Config(KernelManager={"transport": "ipc", "ip": f"{sockets}/kernel"}),
+                    kernel_manager_class=_kernel_manager_class(),
+                    config=Config(
+                        KernelManager={"transport": "ipc", "ip": f"{sockets}/kernel"},
+                        LoggedKernelManager={"stderr_path": str(kernel_log(output))},
+                    ),
                 )
             break
         except (RuntimeError, TimeoutError) as err:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nandlib.outputs import OutputLayout, release, try_lock
+from nandlib.outputs import OutputLayout, kernel_log, release, try_lock
 from nandlib.sweep import _remove_sockets_of_dead_processes
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_run_class.ipynb"
@@ -101,6 +101,7 @@ def test_signal_stops_the_sweep_and_keeps_finished_units(tmp_path, signum):
         _kill_leftovers(sweep, pids)
     layout = OutputLayout(tmp_path / "out")
     assert layout.fingerprint("aprilgan", "carpet").is_file()  # the finished unit is intact
+    assert kernel_log(layout.run_record("aprilgan", "carpet")).is_file()  # kernels write there, not to stderr
     assert not layout.fingerprint("aprilgan", "grid").exists()
     assert (tmp_path / "out" / "executions.log").read_text().split() == ["aprilgan/carpet"]
 
