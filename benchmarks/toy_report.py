@@ -1,76 +1,89 @@
-"""The toy world's report: does NAND work when every model is trained here? (issue #8; not a test).
+"""The toy world's report: does NAND work when every model is trained here? (issues #8, #22; not a test).
 
-For each seed, trains the toy world (or loads it from ``toy/seed<N>/`` in the user data folder, see
-:func:`nandlib.toy.train.toy_weights` and :mod:`nandlib.paths`) and evaluates APRIL-GAN + NAND on the
-synthetic MVTec AD classes at 64 px (the ``toy`` profile's data and ND module, with that seed's weights),
-through :func:`nandlib.run.run_unit`. Prints per class and group: Δ AUROC
-of the relabelled protocol (group added as normal), good-vs-other-defects AUROC before/after, good-vs-group
-AUROC after, ``A_sup`` specificity (:mod:`nandlib.diagnostics`), the ceiling of Δ
-(:func:`delta_ceiling`), then the texture and object averages against the issue's targets and the training
-time. With several seeds: mean ± sd. Book: ``reproducing.md``, "Toy world".
+For each seed, runs the ``toy`` profile's units (every detector, all 14 classes, the book's data: synthetic
+seed 0, MVTec AD's counts, 64 px) with that seed's toy world through :func:`nandlib.run.run_unit`: the
+profile's own world (seed 0 ships with nandlib; other seeds are trained on first use into the user data
+folder, :func:`nandlib.toy.train.toy_weights`), or the worlds of ``--world`` (trained by
+``nand toy train --out <world>/seed<N>``, for ablations). Seed 0 of the profile's world is the default
+book's sweep. Writes into ``--out``:
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/toy_report.py --seeds 0,1,2 --threads 2
+- ``results.csv`` and ``diagnostics.csv``: every unit's frames, with a ``seed`` column;
+- ``groups.csv``: per detector, class and group, Δ and the diagnostics (points), mean and sd over seeds,
+  with the ceiling of Δ (:func:`delta_ceiling`);
+- ``goals.csv``: the goal lines over the seeds (:func:`nandlib.goals.goal_lines`);
+- ``report.json``: the machine, the code, each seed's weights (hashes, architecture, training time).
+
+The book's "Toy world" (``reproducing.md``) reads them. Prints the goal lines and the texture/object
+averages of APRIL-GAN.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/toy_report.py --seeds 0,1,2 --threads 2 \\
+        --out book/data/toy_report
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 from _common import machine
 
-from nandlib.config import parse_unit_config
-from nandlib.data import generate_dataset, grouped_classes, read_class
+from nandlib.companion import prepare_data
+from nandlib.data import read_class
 from nandlib.data.classes import GOOD, TEXTURE_CLASSES
-from nandlib.diagnostics import summarize_seeds
-from nandlib.paths import toy_dir
+from nandlib.goals import goal_lines
 from nandlib.profiles import load_profile
+from nandlib.provenance import code_commit
 from nandlib.run import run_unit
 from nandlib.tables import DIAGNOSTIC_SHOWN, with_diagnostics
-from nandlib.toy.train import toy_weights, train_toy
-from nandlib.toy.world import DEFAULT_SIZE
+from nandlib.toy.train import FILES, ToyWeights, toy_weights, with_toy_world
 
-KEYS = ["class", "group", "detector"]
+KEYS = ["detector", "class", "group"]
 SHOWN = [*DIAGNOSTIC_SHOWN, "delta_ceiling"]
-TARGET_DELTA, TARGET_OTHERS = 10.0, 2.0  # issue #8: textures, points
 
 
-def evaluation_data(root: Path, classes: list[str]) -> Path:
-    """The ``toy`` profile's test data (synthetic seed 0, MVTec AD's counts, 64 px), generated once."""
-    missing = [c for c in classes if not (root / c).is_dir()]
+def world_of(seed: int, world: Path | None) -> ToyWeights:
+    """The toy world of ``seed``: ``world/seed<N>`` when given, else the profile's (shipped or trained)."""
+    if world is None:
+        return toy_weights(seed, log=print)
+    folder = world / f"seed{seed}"
+    missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
-        generate_dataset(root / "staging", missing, seed=0, scale="paper", size=DEFAULT_SIZE)
-        for c in missing:
-            (root / "staging" / c).rename(root / c)
-        shutil.rmtree(root / "staging")  # its README and marker: a later call with other classes stages again
-    return root
+        raise SystemExit(f"--world: {folder} lacks {missing}; train it with nand toy train --out {folder}")
+    return ToyWeights(*(folder / name for name in FILES), json.loads((folder / FILES[2]).read_text()))
 
 
-def evaluate_seed(seed: int, classes: list[str], data: Path, retrain: bool) -> tuple[pd.DataFrame, dict]:
-    """Per class and group: the standard columns, the diagnostics and ``delta`` (points), for one seed."""
-    weights = (
-        train_toy(toy_dir() / f"seed{seed}", seed, log=print) if retrain else toy_weights(seed, log=print)
-    )
-    profile = load_profile("toy")
+def run_seed(
+    seed: int, world: Path | None, detectors: list[str], classes: list[str], out: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Every unit of one seed: results and diagnostics frames (``seed`` column) and the world's record."""
+    profile = load_profile("toy").model_copy(update={"seed": seed, "classes": classes})
+    data = prepare_data(profile)
+    weights = world_of(seed, world)
     results, diagnostics = [], []
-    for class_name in classes:
-        unit = profile.unit(
-            class_name, "aprilgan", data, toy_dir() / "report" / f"seed{seed}", cache_dir="off"
-        ).model_dump()
-        # this seed's weights in place of the profile's toy:clip / toy:adapters (the profile's seed, 0)
-        unit["nd"] = {**unit["nd"], "clip": {**unit["nd"]["clip"], "checkpoint": str(weights.clip)}}
-        unit["nd"]["adapters"] = str(weights.adapters)
-        config = parse_unit_config(unit, source=f"toy report, seed {seed}")
-        results.append(run_unit(config, progress=False))
-        diagnostics.append(pd.read_csv(config.outputs.diagnostics(config.label, class_name)))
-    frame = with_diagnostics(pd.concat(results, ignore_index=True), pd.concat(diagnostics, ignore_index=True))
-    frame["delta_ceiling"] = delta_ceiling(frame, data)
-    frame[SHOWN] = frame[SHOWN] * 100
-    return frame, weights.info
+    for detector in detectors:
+        for class_name in classes:
+            unit = profile.unit(class_name, detector, data, out / "units" / f"seed{seed}", cache_dir="off")
+            config = with_toy_world(unit, weights)
+            results.append(run_unit(config, progress=False))
+            diagnostics.append(pd.read_csv(config.outputs.diagnostics(config.label, class_name)))
+        print(f"seed {seed}: {detector} done", flush=True)
+    record = {
+        "world": str(world / f"seed{seed}") if world else "the toy profile's (shipped seed 0, else trained)",
+        "model": weights.info.get("budget", {}).get("clip", {}).get("model"),
+        "sha256": {
+            path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (weights.clip, weights.adapters)
+        },
+        "training_seconds": weights.info.get("seconds"),
+        "training_threads": weights.info.get("threads"),
+        "training_commit": weights.info.get("code_commit"),
+    }
+    frames = [pd.concat(part, ignore_index=True).assign(seed=seed) for part in (results, diagnostics)]
+    return frames[0], frames[1], record
 
 
 def delta_ceiling(frame: pd.DataFrame, data: Path) -> pd.Series:
@@ -88,65 +101,60 @@ def delta_ceiling(frame: pd.DataFrame, data: Path) -> pd.Series:
     return ceiling - frame["auroc_before"]
 
 
-def kind_of(class_name: str) -> str:
-    return "texture" if class_name in TEXTURE_CLASSES else "object"
-
-
-def summary(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Per class and group, then texture and object averages (over groups): ``mean ± sd`` over seeds."""
-    averaged = []
-    for frame in frames:
-        kinds = frame.assign(kind=frame["class"].map(kind_of)).groupby("kind")[SHOWN].mean().reset_index()
-        averaged.append(kinds.assign(group="AVERAGE", detector="aprilgan").rename(columns={"kind": "class"}))
-    stats = pd.concat([summarize_seeds([f[KEYS + SHOWN] for f in frames]), summarize_seeds(averaged)])
-    table = stats[["class", "group"]].copy()
-    for column in SHOWN:
-        mean, sd = stats[f"{column}_mean"], stats[f"{column}_sd"].fillna(0)
-        table[column] = [
-            f"{m:.1f}" if len(frames) == 1 else f"{m:.1f} ± {d:.1f}" for m, d in zip(mean, sd, strict=True)
-        ]
-    return table.reset_index(drop=True)
+def group_table(results: pd.DataFrame, diagnostics: pd.DataFrame, data: Path) -> pd.DataFrame:
+    """Per detector, class and group: Δ, the diagnostics and the ceiling of Δ in points, mean and sd."""
+    joined = with_diagnostics(results, diagnostics)
+    joined["delta_ceiling"] = delta_ceiling(joined, data)
+    joined[SHOWN] = joined[SHOWN] * 100
+    stats = joined.groupby(KEYS, sort=False)[SHOWN].agg(["mean", "std"])
+    stats.columns = [f"{name}_{'sd' if stat == 'std' else stat}" for name, stat in stats.columns]
+    table = stats.round(2).reset_index()
+    table["kind"] = table["class"].map(lambda name: "texture" if name in TEXTURE_CLASSES else "object")
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
-    parser.add_argument("--classes", default=",".join(grouped_classes()), help="comma-separated classes")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (training depends on it)"
-    )
-    parser.add_argument(
-        "--retrain", action="store_true", help="train even if <user data folder>/toy/seed<N> exists"
-    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--world", type=Path, default=None, help="folder of trained worlds seed<N>/")
+    parser.add_argument("--detectors", default=None, help="comma-separated (default: the profile's)")
+    parser.add_argument("--classes", default=None, help="comma-separated (default: the profile's 14)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (book/data/toy_report)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    profile = load_profile("toy")
+    detectors = args.detectors.split(",") if args.detectors else list(profile.detectors)
+    classes = args.classes.split(",") if args.classes else list(profile.classes)
     seeds = [int(s) for s in args.seeds.split(",")]
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    print(machine())
-    data = evaluation_data(toy_dir() / "eval-synthetic-64", classes)
-    frames, infos = [], []
-    for seed in seeds:
-        frame, info = evaluate_seed(seed, classes, data, args.retrain)
-        frames.append(frame)
-        infos.append(info)
-        print(
-            f"seed {seed}: trained in {info['seconds']['total']:.0f} s (CLIP {info['seconds']['clip']:.0f} s)"
-        )
+    started, host = time.perf_counter(), machine()
+    print(host, flush=True)
+    parts = [run_seed(seed, args.world, detectors, classes, args.out) for seed in seeds]
+    results = pd.concat([p[0] for p in parts], ignore_index=True)
+    diagnostics = pd.concat([p[1] for p in parts], ignore_index=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.out / "results.csv", index=False)
+    diagnostics.to_csv(args.out / "diagnostics.csv", index=False)
+    data = prepare_data(profile.model_copy(update={"classes": classes}))
+    groups = group_table(results, diagnostics, data)
+    groups.to_csv(args.out / "groups.csv", index=False)
+    goals = goal_lines(results, diagnostics)
+    goals.to_csv(args.out / "goals.csv", index=False)
+    report = {
+        "machine": host,
+        "code_commit": code_commit(),
+        "seeds": {str(seed): part[2] for seed, part in zip(seeds, parts, strict=True)},
+        "detectors": detectors,
+        "classes": classes,
+        "data": "synthetic seed 0, MVTec AD's counts, 64 px (the toy profile's)",
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    (args.out / "report.json").write_text(json.dumps(report, indent=1))
     pd.set_option("display.width", 250)
-    table = summary(frames)
-    print(f"\nAPRIL-GAN + NAND on the toy world (AUROC points; seeds {args.seeds})")
-    print(table.to_string(index=False))
-    textures = table[(table["class"] == "texture") & (table["group"] == "AVERAGE")]
-    if len(textures):
-        print(
-            f"\ntextures: mean Δ {textures['delta'].iloc[0]} (target ≥ +{TARGET_DELTA:.0f}; ceiling "
-            f"{textures['delta_ceiling'].iloc[0]}); change of "
-            f"good-vs-other-defects {textures['others_change'].iloc[0]} (target |·| < {TARGET_OTHERS:.0f})"
-        )
-    seconds = [info["seconds"]["total"] for info in infos]
-    print(f"training time per seed (s): {seconds}; threads {[info.get('threads') for info in infos]}")
-    print(json.dumps({"budget": infos[0].get("budget")}, default=str))
+    print(goals.to_string(index=False))
+    april = groups[groups["detector"] == "aprilgan"]
+    print(april.groupby("kind")[[f"{c}_mean" for c in SHOWN]].mean().round(1).to_string())
 
 
 if __name__ == "__main__":

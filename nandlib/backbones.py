@@ -367,9 +367,14 @@ def _clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def get_tokenizer(model_name: str):
-    """The model's tokenizer: a word tokenizer if ``<model>.vocab.txt`` is registered, else open_clip's."""
-    for folder in _VOCAB_DIRS:
-        vocabulary = folder / f"{model_name}.vocab.txt"
+    """The model's tokenizer: a word tokenizer if ``<model>.vocab.txt`` is registered, else open_clip's.
+
+    A variant ``<base>-<suffix>`` without a vocabulary of its own shares its base's (``nand-toy-p4``
+    reads ``nand-toy.vocab.txt``).
+    """
+    parts = model_name.split("-")
+    names = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    for vocabulary in (folder / f"{name}.vocab.txt" for name in names for folder in _VOCAB_DIRS):
         if vocabulary.is_file():
             from nandlib.toy.tokenizer import WordTokenizer
 

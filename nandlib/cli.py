@@ -362,6 +362,9 @@ def toy_train(
         Path | None, typer.Option(help="Output folder (default <user data folder>/toy/seed<SEED>).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of images, initialisation and batches.")] = 0,
+    model: Annotated[
+        str | None, typer.Option(help="Toy CLIP architecture, a config in nandlib/model_configs.")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="CLIP optimiser steps (default: ToyBudget's).")] = None,
     adapter_epochs: Annotated[
         int | None, typer.Option(help="Epochs of APRIL-GAN's linear layers (default: ToyBudget's).")
@@ -397,6 +400,7 @@ def toy_train(
             budget,
             clip=dataclasses.replace(
                 budget.clip,
+                model=model or budget.clip.model,
                 steps=steps or budget.clip.steps,
                 text_weight=budget.clip.text_weight if text_weight is None else text_weight,
                 dense_columns=budget.clip.dense_columns if dense_columns is None else dense_columns,

@@ -63,11 +63,15 @@ def _synthetic_root(profile: Profile) -> Path:
 
 
 def _generated(profile: Profile, root: Path, classes: list[str]) -> Path:
-    if not is_complete(root):
+    """``root`` holding at least ``classes``: generated when incomplete or missing one of them (with the
+    classes it held: every image's seed derives from its class, so they come out the same)."""
+    held = sorted(p.name for p in root.iterdir() if p.is_dir()) if is_complete(root) else []
+    if not set(classes) <= set(held):
         spec = profile.data.synthetic
         writable_folder(datasets_dir(), "datasets folder (user data folder)")
         shutil.rmtree(root, ignore_errors=True)
-        generate_dataset(root, classes, seed=spec.seed, scale=spec.scale, size=spec.size)
+        wanted = [*held, *(c for c in classes if c not in held)]
+        generate_dataset(root, wanted, seed=spec.seed, scale=spec.scale, size=spec.size)
     return root
 
 

@@ -34,34 +34,49 @@ def goal_lines(results: pd.DataFrame, diagnostics: pd.DataFrame) -> pd.DataFrame
     before), ``worst_class``/``worst_class_change`` (the class whose mean change is largest in size) and
     ``missed`` (the goals not met, ``""`` when none).
 
+    Frames of several seeds (a ``seed`` column in both) give the lines averaged over seeds, the goals
+    checked on those means, plus ``n_seeds`` and the standard deviation over seeds of each mean
+    (``<line>_sd``); ``n_groups`` then counts groups once.
+
     Raises:
         ValueError: Missing columns, or no diagnostics row matches a result.
     """
     joined = with_diagnostics(results, diagnostics)
     joined[["delta", "others_change"]] *= 100
     joined["texture"] = joined["class"].isin(TEXTURE_CLASSES)
+    if "seed" not in joined:
+        joined["seed"] = 0
     paper = paper_table3().set_index("detector")
     rows = []
     for detector, frame in joined.groupby("detector", sort=False):
-        by_class = frame.groupby("class")["others_change"].mean()
+        per_seed = pd.DataFrame(
+            {
+                "textures_delta": frame[frame["texture"]].groupby("seed")["delta"].mean(),
+                "objects_delta": frame[~frame["texture"]].groupby("seed")["delta"].mean(),
+                "delta": frame.groupby("seed")["delta"].mean(),
+                "others_change": frame.groupby("seed")["others_change"].mean(),
+            }
+        )
+        by_class = frame.groupby("class")["others_change"].mean()  # over groups and seeds
         worst = by_class.abs().idxmax()
         row = {
             "detector": detector,
-            "n_groups": len(frame),
-            "textures_delta": frame.loc[frame["texture"], "delta"].mean(),
-            "objects_delta": frame.loc[~frame["texture"], "delta"].mean(),
-            "delta": frame["delta"].mean(),
+            "n_groups": len(frame) // len(per_seed),
+            **per_seed.mean().to_dict(),
             "paper_delta": (
                 paper.at[detector, "auroc_after"] - paper.at[detector, "auroc_before"]
                 if detector in PAPER_METHOD_NAMES
                 else float("nan")
             ),
-            "others_change": frame["others_change"].mean(),
             "worst_class": worst,
             "worst_class_change": by_class[worst],
         }
+        if len(per_seed) > 1:
+            row |= {"n_seeds": len(per_seed), **per_seed.std().add_suffix("_sd").to_dict()}
         rows.append(row)
     lines = pd.DataFrame(rows).round(1)  # goals are checked on the numbers shown
+    first = ["detector", "n_groups", "textures_delta", "objects_delta", "delta", "paper_delta"]
+    lines = lines[first + [c for c in lines if c not in first]]
     lines["missed"] = [", ".join(_missed(row)) for row in lines.to_dict("records")]
     return lines
 

@@ -166,12 +166,14 @@ DIAGNOSTIC_SHOWN = (
 def with_diagnostics(results: pd.DataFrame, diagnostics: pd.DataFrame) -> pd.DataFrame:
     """Each result row with its group's diagnostics (:mod:`nandlib.diagnostics`), plus ``delta`` (Δ of the
     relabelled protocol) and ``others_change`` (after − before of good vs the other defects), as fractions.
+    Frames of several seeds (a ``seed`` column in both) are joined seed by seed.
 
     Raises:
         ValueError: Missing columns, or no diagnostics row matches a result.
     """
     _check(results)
-    joined = results.merge(diagnostics, on=["class", "group", "detector"], how="inner")
+    keys = ["class", "group", "detector"] + (["seed"] if "seed" in results and "seed" in diagnostics else [])
+    joined = results.merge(diagnostics, on=keys, how="inner")
     if joined.empty:
         raise ValueError("diagnostics: no row matches the results (run the units again to write them)")
     joined["delta"] = joined["auroc_after"] - joined["auroc_before"]

@@ -84,3 +84,19 @@ def test_the_playground_generates_one_class_once_or_takes_the_books_dataset(tmp_
     assert os.stat(root / "README.txt").st_mtime_ns == stamp  # generated once
     whole = prepare_data(profile)
     assert prepare_class_data(profile, "bottle") == whole
+
+
+def test_a_generated_dataset_gains_the_classes_a_later_profile_asks_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAND_HOME", str(tmp_path / "home"))
+    raw = load_profile("offline").model_dump()
+    raw["data"]["synthetic"] |= {"size": 32}
+    raw["classes"] = ["carpet"]
+    root = prepare_data(parse_profile(raw))
+    carpet = (root / "carpet" / "test" / "good" / "000.png").read_bytes()
+    raw["classes"] = ["bottle", "carpet"]
+    assert prepare_data(parse_profile(raw)) == root
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["bottle", "carpet"]
+    assert (root / "carpet" / "test" / "good" / "000.png").read_bytes() == carpet  # the same images
+    raw["classes"] = ["bottle"]
+    assert prepare_data(parse_profile(raw)) == root  # a subset: nothing generated
+    assert (root / "carpet").is_dir()

@@ -42,3 +42,18 @@ def test_goal_lines_measure_each_detector_and_name_the_goals_missed():
 def test_goal_lines_pass_when_every_line_is_met():
     rows = [(*row[:4], 0.9, 0.9) for row in ROWS if row[2] == "aprilgan"]
     assert goal_lines(*_frames(rows))["missed"].tolist() == [""]
+
+
+def test_goal_lines_over_seeds_are_the_seeds_means_with_their_spread():
+    results, diagnostics = _frames(ROWS)
+    again, again_diagnostics = _frames([(*row[:3], row[3] + 2.0, *row[4:]) for row in ROWS])  # Δ + 2
+    seeds = [frame.assign(seed=seed) for seed, frame in ((0, results), (1, again))]
+    seed_diagnostics = [frame.assign(seed=seed) for seed, frame in ((0, diagnostics), (1, again_diagnostics))]
+    lines = goal_lines(pd.concat(seeds), pd.concat(seed_diagnostics)).set_index("detector")
+    april = lines.loc["aprilgan"]
+    assert (april["n_seeds"], april["n_groups"]) == (2, 3)
+    assert (april["textures_delta"], april["objects_delta"], april["delta"]) == (11.0, 6.0, 9.3)
+    assert april["textures_delta_sd"] == pytest.approx(1.4)  # sd of 10 and 12
+    assert april["others_change_sd"] == 0.0
+    assert (april["worst_class"], april["worst_class_change"]) == ("bottle", -6.0)
+    assert list(lines.columns[:5]) == ["n_groups", "textures_delta", "objects_delta", "delta", "paper_delta"]

@@ -26,7 +26,7 @@ DETECTORS = {
     "patchcore": {"kind": "patchcore"},
 }
 TINY_TOY = ToyBudget(
-    clip=ClipTraining(steps=4, batch_size=32),
+    clip=ClipTraining(model="nand-toy", steps=4, batch_size=32),  # the architecture recorded
     images_per_class=8,
     adapters=AdapterTraining(epochs=1, init="projection"),
     aux_good=4,

@@ -44,6 +44,8 @@ class ClipTraining:
     """Budget and hyper-parameters of the toy CLIP's training.
 
     Attributes:
+        model: Registered model config of the toy CLIP (``nandlib/model_configs``; its tokenizer must know
+            every caption's words).
         steps: Optimiser steps.
         batch_size: Images (and captions) per step.
         lr: Peak AdamW learning rate (linear warm-up over ``warmup`` steps, then cosine to zero).
@@ -60,6 +62,7 @@ class ClipTraining:
         seed: Seed of initialisation, batches and captions.
     """
 
+    model: str = TOY_MODEL
     steps: int = 400
     batch_size: int = 128
     lr: float = 2e-3
@@ -264,7 +267,6 @@ def train_clip(
     data: ImageSet,
     config: ClipTraining = ClipTraining(),
     *,
-    model_name: str = TOY_MODEL,
     device: str = "cpu",
     log: Callable[[int, float], None] | None = None,
 ) -> tuple[ClipBackbone, list[float]]:
@@ -274,7 +276,6 @@ def train_clip(
         data: Images and their ``(class, type)`` (:func:`nandlib.toy.world.clip_images`); captions are drawn
             anew for each step (:func:`nandlib.toy.world.sample_caption`).
         config: Budget and hyper-parameters.
-        model_name: Registered model config (its tokenizer must know every caption's words).
         device: Torch device.
         log: Called with ``(step, loss)`` after each step.
 
@@ -283,10 +284,10 @@ def train_clip(
     """
     if config.steps < 1 or config.batch_size < 2:
         raise ValueError(f"steps ({config.steps}) must be >= 1 and batch_size ({config.batch_size}) >= 2")
-    backbone = load_clip(model_name, seed=config.seed, device=device)
+    backbone = load_clip(config.model, seed=config.seed, device=device)
     if data.images.shape[1] != backbone.image_size:
         raise ValueError(
-            f"data: images are {data.images.shape[1]} px, {model_name} takes {backbone.image_size}"
+            f"data: images are {data.images.shape[1]} px, {config.model} takes {backbone.image_size}"
         )
     model = backbone.model.train()
     decay = [p for p in model.parameters() if p.ndim >= 2]

@@ -29,7 +29,7 @@ from nandlib.backbones import load_clip
 from nandlib.config import ConfigError, Settings
 from nandlib.paths import toy_dir, writable_folder
 from nandlib.provenance import code_commit
-from nandlib.toy.clip_training import TOY_MODEL, ClipTraining, save_clip, train_clip
+from nandlib.toy.clip_training import ClipTraining, save_clip, train_clip
 from nandlib.toy.shipping import REFERENCES, shipped_or_trained, shipped_record, verified_files
 from nandlib.toy.world import DEFAULT_SIZE, clip_images, defect_phrases, write_aux_dataset
 from nandlib.training.adapters import AdapterTraining, train_adapters
@@ -115,7 +115,7 @@ def train_toy(
     aux = out / "aux"
     shutil.rmtree(aux, ignore_errors=True)
     write_aux_dataset(aux, seed, DEFAULT_SIZE, budget.aux_good, budget.aux_per_type)
-    backbone = load_clip(TOY_MODEL, checkpoint=clip_path)
+    backbone = load_clip(budget.clip.model, checkpoint=clip_path)
     adapters, adapter_losses = train_adapters(
         backbone,
         aux,
@@ -201,32 +201,55 @@ def _references(value: Any) -> set[str]:
     return {value} if isinstance(value, str) and value.startswith(REFERENCE_PREFIX) else set()
 
 
-def _replace(value: Any, files: dict[str, str]) -> Any:
+def _known_references(data: dict) -> set[str]:
+    """The ``toy:`` references of a config's data.
+
+    Raises:
+        ConfigError: A reference other than ``toy:clip`` and ``toy:adapters``.
+    """
+    found = _references(data)
+    unknown = sorted(found - set(REFERENCES))
+    if unknown:
+        raise ConfigError(f"unknown toy weights {unknown}: use toy:clip or toy:adapters")
+    return found
+
+
+def _replace(value: Any, files: dict[str, str], model: str) -> Any:
     if isinstance(value, dict):
-        return {key: _replace(item, files) for key, item in value.items()}
+        if value.get("checkpoint") == "toy:clip":  # a CLIP's settings: the world's architecture too
+            value = {**value, "model": model}
+        return {key: _replace(item, files, model) for key, item in value.items()}
     if isinstance(value, list):
-        return [_replace(item, files) for item in value]
+        return [_replace(item, files, model) for item in value]
     return files.get(value, value) if isinstance(value, str) else value
 
 
-def resolve_toy_weights(config: Settings, log: Callable[[str], None] | None = None) -> Settings:
-    """A profile or unit config with its ``toy:clip`` and ``toy:adapters`` values replaced by the toy
-    world's files.
-
-    The toy world of the config's seed is the shipped one or trained on first use (:func:`toy_weights`);
-    provenance records name its files ``toy:clip (seed 0, shipped, sha256 …)``, not by their path
-    (:func:`nandlib.toy.shipping.toy_reference`). A config without such references is returned as it is.
+def with_toy_world(config: Settings, weights: ToyWeights) -> Settings:
+    """``config`` with its ``toy:clip`` and ``toy:adapters`` values replaced by the files of ``weights``,
+    and the model of each ``toy:clip`` CLIP by the architecture the world was trained as (its record's
+    ``budget.clip.model``).
 
     Raises:
         ConfigError: A ``toy:`` reference other than ``toy:clip`` and ``toy:adapters``.
     """
     data = config.model_dump()
-    wanted = _references(data)
-    if not wanted:
-        return config
-    unknown = sorted(wanted - set(REFERENCES))
-    if unknown:
-        raise ConfigError(f"unknown toy weights {unknown}: use toy:clip or toy:adapters")
-    weights = toy_weights(config.seed, log=log)
+    _known_references(data)
     files = {"toy:clip": str(weights.clip), "toy:adapters": str(weights.adapters)}
-    return type(config).model_validate(_replace(data, files))
+    model = weights.info.get("budget", {}).get("clip", {}).get("model", ClipTraining().model)
+    return type(config).model_validate(_replace(data, files, model))
+
+
+def resolve_toy_weights(config: Settings, log: Callable[[str], None] | None = None) -> Settings:
+    """A profile or unit config with its ``toy:clip`` and ``toy:adapters`` values replaced by the files of
+    the toy world of the config's seed (:func:`with_toy_world`).
+
+    That world is the shipped one or trained on first use (:func:`toy_weights`); provenance records name
+    its files ``toy:clip (seed 0, shipped, sha256 …)``, not by their path
+    (:func:`nandlib.toy.shipping.toy_reference`). A config without such references is returned as it is.
+
+    Raises:
+        ConfigError: A ``toy:`` reference other than ``toy:clip`` and ``toy:adapters``.
+    """
+    if not _known_references(config.model_dump()):
+        return config
+    return with_toy_world(config, toy_weights(config.seed, log=log))

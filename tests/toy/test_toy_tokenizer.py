@@ -41,9 +41,11 @@ def test_shipped_vocabulary_covers_every_prompt_table() -> None:
     assert vocabulary_of(vocabulary_texts()) == shipped
 
 
-def test_load_clip_uses_the_word_tokenizer_and_rejects_unknown_words() -> None:
-    backbone = load_clip("nand-toy")
+@pytest.mark.parametrize("model", ["nand-toy", "nand-toy-p4", "nand-toy-w192"])
+def test_load_clip_uses_the_word_tokenizer_and_rejects_unknown_words(model) -> None:
+    backbone = load_clip(model)  # the variants share nand-toy's vocabulary
     assert isinstance(backbone.tokenizer, WordTokenizer)
+    assert backbone.tokenizer.vocabulary == load_clip("nand-toy").tokenizer.vocabulary
     assert backbone.tokenizer.vocab_size == backbone.model.vocab_size
     assert backbone.encode_text(["a photo of a carpet with a hole."]).shape == (1, 128)
     with pytest.raises(ValueError, match="'unicorn'"):
