@@ -75,15 +75,17 @@ def run_seed(
     record = {
         "world": str(world / f"seed{seed}") if world else "the toy profile's (shipped seed 0, else trained)",
         "model": weights.info.get("budget", {}).get("clip", {}).get("model"),
-        "sha256": {
-            path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in (weights.clip, weights.adapters)
-        },
+        "sha256": {f.name: sha256(f) for f in (weights.clip, weights.adapters)},
         "training_seconds": weights.info.get("seconds"),
         "training_threads": weights.info.get("threads"),
         "training_commit": weights.info.get("code_commit"),
     }
     frames = [pd.concat(part, ignore_index=True).assign(seed=seed) for part in (results, diagnostics)]
     return frames[0], frames[1], record
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def delta_ceiling(frame: pd.DataFrame, data: Path) -> pd.Series:
