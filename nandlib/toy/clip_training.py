@@ -36,7 +36,7 @@ from nandlib.backbones import ClipBackbone, encode_text_truncated, load_clip
 from nandlib.data.classes import GOOD
 from nandlib.toy.world import ImageSet, describes, own_states, sample_caption, state_captions
 
-TOY_MODEL = "nand-toy"
+TOY_MODEL = "nand-toy-p4"
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class ClipTraining:
 
     Attributes:
         model: Registered model config of the toy CLIP (``nandlib/model_configs``; its tokenizer must know
-            every caption's words).
+            every caption's words). ``nand-toy-p4``: 4-px patches at 64 px (16 × 16 tokens);
+            ``nand-toy`` (8-px patches) was the default until issue #22.
         steps: Optimiser steps.
         batch_size: Images (and captions) per step.
         lr: Peak AdamW learning rate (linear warm-up over ``warmup`` steps, then cosine to zero).

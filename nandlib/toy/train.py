@@ -51,15 +51,16 @@ class ToyBudget:
         images_per_class: CLIP training images per class.
         adapters: APRIL-GAN's linear layers: the authors' losses and optimiser, started from the toy CLIP's
             own patch projection for 3 epochs (our change; the authors start at random for 15 epochs on
-            VisA, see :func:`nandlib.training.adapters.init_from_projection`); ``normality_weight`` > 0
-            turns on our normality loss.
+            VisA, see :func:`nandlib.training.adapters.init_from_projection`), with our normality loss
+            at weight 1 (``normality_weight``; 0 is the official recipe): it makes NAND's ``A_sup``
+            specific to the named defect on the object classes (``benchmarks/README.md``, "Toy world").
         aux_good: Good images per auxiliary class (test split).
         aux_per_type: Defect images per auxiliary type.
     """
 
     clip: ClipTraining = ClipTraining()
     images_per_class: int = 96
-    adapters: AdapterTraining = AdapterTraining(epochs=3, init="projection")
+    adapters: AdapterTraining = AdapterTraining(epochs=3, init="projection", normality_weight=1.0)
     aux_good: int = 24
     aux_per_type: int = 8
 
