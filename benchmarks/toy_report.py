@@ -7,17 +7,25 @@ folder, :func:`nandlib.toy.train.toy_weights`), or the worlds of ``--world`` (tr
 ``nand toy train --out <world>/seed<N>``, for ablations). Seed 0 of the profile's world is the default
 book's sweep. Writes into ``--out``:
 
-- ``results.csv`` and ``diagnostics.csv``: every unit's frames, with a ``seed`` column;
-- ``groups.csv``: per detector, class and group, Δ and the diagnostics (points), mean and sd over seeds,
-  with the ceiling of Δ (:func:`delta_ceiling`);
-- ``goals.csv``: the goal lines over the seeds (:func:`nandlib.goals.goal_lines`);
-- ``report.json``: the machine, the code, each seed's weights (hashes, architecture, training time).
+- ``seed<N>/``: that seed's ``results.csv`` and ``diagnostics.csv`` (every unit's frames, with a ``seed``
+  column) and ``run.json`` (its world: architecture, hashes, training time; the machine, the code, the
+  minutes); a later call for other seeds or detectors adds or replaces seed folders;
+- over every seed folder present: ``groups.csv``, per detector, class and group, Δ and the diagnostics
+  (points), mean and sd over seeds, with the ceiling of Δ (:func:`delta_ceiling`); ``goals.csv``, the
+  goal lines over the seeds (:func:`nandlib.goals.goal_lines`);
+- ``report.json``: the seeds' ``run.json`` records together.
 
 The book's "Toy world" (``reproducing.md``) reads them. Prints the goal lines and the texture/object
 averages of APRIL-GAN.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -u benchmarks/toy_report.py --seeds 0,1,2 --threads 2 \\
-        --out book/data/toy_report
+    cd benchmarks
+    OMP_WAIT_POLICY=PASSIVE ../.venv/bin/python -u toy_report.py --seeds 0 --threads 2 \\
+        --out ../book/data/toy_report
+    OMP_WAIT_POLICY=PASSIVE ../.venv/bin/python -u toy_report.py --seeds 1,2 --detectors aprilgan \\
+        --threads 2 --out ../book/data/toy_report
+
+(the goal lines for every detector are the issue's on seed 0, the default book's sweep; those of
+APRIL-GAN over three seeds).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,21 +66,24 @@ def world_of(seed: int, world: Path | None) -> ToyWeights:
     return ToyWeights(*(folder / name for name in FILES), json.loads((folder / FILES[2]).read_text()))
 
 
-def run_seed(
-    seed: int, world: Path | None, detectors: list[str], classes: list[str], out: Path
-) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Every unit of one seed: results and diagnostics frames (``seed`` column) and the world's record."""
+def run_seed(seed: int, world: Path | None, detectors: list[str], classes: list[str], out: Path) -> None:
+    """Every unit of one seed into ``out/seed<N>/``: ``results.csv``, ``diagnostics.csv`` (``seed`` column)
+    and ``run.json`` (the world, the machine, the code, the minutes), each written when the seed is done."""
+    started, host = time.perf_counter(), machine()
     profile = load_profile("toy").model_copy(update={"seed": seed, "classes": classes})
     data = prepare_data(profile)
     weights = world_of(seed, world)
     results, diagnostics = [], []
-    for detector in detectors:
-        for class_name in classes:
-            unit = profile.unit(class_name, detector, data, out / "units" / f"seed{seed}", cache_dir="off")
-            config = with_toy_world(unit, weights)
-            results.append(run_unit(config, progress=False))
-            diagnostics.append(pd.read_csv(config.outputs.diagnostics(config.label, class_name)))
-        print(f"seed {seed}: {detector} done", flush=True)
+    with tempfile.TemporaryDirectory(prefix="toy-report-") as units:
+        for detector in detectors:
+            for class_name in classes:
+                config = with_toy_world(
+                    profile.unit(class_name, detector, data, units, cache_dir="off"), weights
+                )
+                results.append(run_unit(config, progress=False))
+                diagnostics.append(pd.read_csv(config.outputs.diagnostics(config.label, class_name)))
+            minutes = (time.perf_counter() - started) / 60
+            print(f"seed {seed}: {detector} done ({minutes:.1f} min)", flush=True)
     record = {
         "world": str(world / f"seed{seed}") if world else "the toy profile's (shipped seed 0, else trained)",
         "model": weights.info.get("budget", {}).get("clip", {}).get("model"),
@@ -79,9 +91,16 @@ def run_seed(
         "training_seconds": weights.info.get("seconds"),
         "training_threads": weights.info.get("threads"),
         "training_commit": weights.info.get("code_commit"),
+        "detectors": detectors,
+        "machine": host,
+        "code_commit": code_commit(),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
     }
-    frames = [pd.concat(part, ignore_index=True).assign(seed=seed) for part in (results, diagnostics)]
-    return frames[0], frames[1], record
+    folder = out / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frames in (("results", results), ("diagnostics", diagnostics)):
+        pd.concat(frames, ignore_index=True).assign(seed=seed).to_csv(folder / f"{name}.csv", index=False)
+    (folder / "run.json").write_text(json.dumps(record, indent=1))
 
 
 def sha256(path: Path) -> str:
@@ -130,29 +149,26 @@ def main() -> None:
     detectors = args.detectors.split(",") if args.detectors else list(profile.detectors)
     classes = args.classes.split(",") if args.classes else list(profile.classes)
     seeds = [int(s) for s in args.seeds.split(",")]
-    started, host = time.perf_counter(), machine()
-    print(host, flush=True)
-    parts = [run_seed(seed, args.world, detectors, classes, args.out) for seed in seeds]
-    results = pd.concat([p[0] for p in parts], ignore_index=True)
-    diagnostics = pd.concat([p[1] for p in parts], ignore_index=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out / "results.csv", index=False)
-    diagnostics.to_csv(args.out / "diagnostics.csv", index=False)
-    data = prepare_data(profile.model_copy(update={"classes": classes}))
-    groups = group_table(results, diagnostics, data)
-    groups.to_csv(args.out / "groups.csv", index=False)
+    print(machine(), flush=True)
+    for seed in seeds:
+        run_seed(seed, args.world, detectors, classes, args.out)
+    summarize(args.out, profile.model_copy(update={"classes": classes}))
+
+
+def summarize(out: Path, profile) -> None:
+    """``groups.csv``, ``goals.csv`` and ``report.json`` over every seed run into ``out`` so far."""
+    folders = sorted(out.glob("seed*/"), key=lambda f: int(f.name.removeprefix("seed")))
+    results = pd.concat([pd.read_csv(f / "results.csv") for f in folders], ignore_index=True)
+    diagnostics = pd.concat([pd.read_csv(f / "diagnostics.csv") for f in folders], ignore_index=True)
+    groups = group_table(results, diagnostics, prepare_data(profile))
+    groups.to_csv(out / "groups.csv", index=False)
     goals = goal_lines(results, diagnostics)
-    goals.to_csv(args.out / "goals.csv", index=False)
+    goals.to_csv(out / "goals.csv", index=False)
     report = {
-        "machine": host,
-        "code_commit": code_commit(),
-        "seeds": {str(seed): part[2] for seed, part in zip(seeds, parts, strict=True)},
-        "detectors": detectors,
-        "classes": classes,
+        "seeds": {f.name.removeprefix("seed"): json.loads((f / "run.json").read_text()) for f in folders},
         "data": "synthetic seed 0, MVTec AD's counts, 64 px (the toy profile's)",
-        "minutes": round((time.perf_counter() - started) / 60, 1),
     }
-    (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.json").write_text(json.dumps(report, indent=1))
     pd.set_option("display.width", 250)
     print(goals.to_string(index=False))
     april = groups[groups["detector"] == "aprilgan"]

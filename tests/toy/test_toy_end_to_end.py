@@ -23,7 +23,7 @@ TINY = ToyBudget(
 
 def test_toy_profile_schema() -> None:
     profile = load_profile("toy")
-    assert profile.nd.clip.model == "nand-toy" and profile.data.synthetic.size == 64
+    assert profile.nd.clip.model == "nand-toy-p4" and profile.data.synthetic.size == 64
     assert (profile.nd.clip.checkpoint, profile.nd.adapters) == ("toy:clip", "toy:adapters")
     assert set(profile.detectors) == {"aprilgan", "winclip-0", "winclip-1", "winclip-5", "patchcore"}
 

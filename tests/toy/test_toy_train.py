@@ -49,3 +49,18 @@ def test_cli_refuses_an_unknown_adapter_start_before_training(tmp_path) -> None:
     result = CliRunner().invoke(app, ["toy", "train", "--out", str(out), "--adapter-init", "identity"])
     assert result.exit_code == 1, result.output
     assert "identity" in result.output and not out.exists()
+
+
+def test_a_world_sets_the_files_and_the_architecture_of_every_toy_clip(tmp_path) -> None:
+    """The profile names ``nand-toy-p4``; a world trained as ``nand-toy`` (an ablation) loads as that."""
+    from nandlib.profiles import load_profile
+    from nandlib.toy.train import ToyWeights, with_toy_world
+
+    info = {"budget": {"clip": {"model": "nand-toy"}}}
+    world = ToyWeights(tmp_path / "clip.pt", tmp_path / "adapters.pth", tmp_path / "t.json", info)
+    unit = load_profile("toy").unit("carpet", "winclip-1", tmp_path, tmp_path / "out")
+    made = with_toy_world(unit, world).model_dump()
+    for clip in (made["nd"]["clip"], made["detector"]["clip"]):
+        assert (clip["model"], clip["checkpoint"]) == ("nand-toy", str(tmp_path / "clip.pt"))
+    assert made["nd"]["adapters"] == str(tmp_path / "adapters.pth")
+    assert with_toy_world(unit, dataclasses.replace(world, info={})).nd.clip.model == "nand-toy-p4"
