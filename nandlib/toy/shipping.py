@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -53,6 +54,29 @@ def toy_reference(path: str | Path) -> tuple[str, str] | None:
     origins = {SHIPPED_DIR.resolve(): "shipped", toy_dir().resolve(): "trained here"}
     origin = origins.get(folder.parent)
     return (reference, f"seed {folder.name.removeprefix('seed')}, {origin}") if origin else None
+
+
+def earlier_world_note(reference: str) -> str:
+    """A warning for a results file whose provenance names shipped toy weights that are not shipped now.
+
+    Args:
+        reference: A provenance entry such as ``"toy:clip (seed 0, shipped, sha256 0aede29d485f)"``.
+
+    Returns:
+        ``""`` when the entry names the shipped file of this nandlib (or no shipped file), else one
+        sentence naming both hashes.
+    """
+    match = re.fullmatch(r"(toy:\w+) \(seed (\d+), shipped, sha256 ([0-9a-f]+)\)", reference.strip())
+    if match is None:
+        return ""
+    name, seed, recorded = match.groups()
+    entry = _manifest().get(f"seed{seed}", {}).get("files", {}).get(REFERENCES.get(name, ""))
+    if entry is None or entry["sha256"].startswith(recorded):
+        return ""
+    return (
+        f"Measured on an earlier shipped toy world ({name} sha256 {recorded}); this nandlib ships "
+        f"sha256 {entry['sha256'][:len(recorded)]}. The numbers are those of the earlier weights."
+    )
 
 
 def read_manifest(folder: Path) -> dict:

@@ -197,3 +197,12 @@ def test_shipped_and_user_data_copies_give_identical_results_and_portable_proven
             assert made[0].read_text() == made[1].read_text(), f"{name}/{class_name}"
     record = OutputLayout(tmp_path / "shipped").provenance("winclip-1", "carpet").read_text()
     assert str(SHIPPED_DIR) not in record and "toy:clip (seed 0, shipped, sha256 " in record
+
+
+def test_results_of_an_earlier_shipped_world_are_flagged() -> None:
+    current = json.loads((SHIPPED_DIR / "manifest.json").read_text())["seed0"]["files"]["clip.pt"]["sha256"]
+    assert shipping.earlier_world_note(f"toy:clip (seed 0, shipped, sha256 {current[:12]})") == ""
+    assert shipping.earlier_world_note("toy:clip (seed 3, trained here, sha256 0123456789ab)") == ""
+    other = "0123456789ab" if not current.startswith("0123456789ab") else "ba9876543210"
+    note = shipping.earlier_world_note(f"toy:clip (seed 0, shipped, sha256 {other})")
+    assert other in note and current[:12] in note and "earlier" in note
