@@ -153,7 +153,8 @@ def execute_notebook(source: str, output: str, parameters: dict[str, Any], retri
                     kernel_manager_class=_kernel_manager_class(),
                     config=Config(
                         KernelManager={"transport": "ipc", "ip": f"{sockets}/kernel"},
-                        LoggedKernelManager={"stderr_path": str(kernel_log(output))},
+                        # absolute: the kernel starts in the notebook's folder (``cwd``)
+                        LoggedKernelManager={"stderr_path": str(kernel_log(output).resolve())},
                     ),
                 )
             break
