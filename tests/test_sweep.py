@@ -248,3 +248,18 @@ def test_kernel_sockets_of_killed_workers_are_removed(tmp_path, monkeypatch):
         (folder / "kernel-1").write_text("")
     _remove_sockets_of_dead_processes()
     assert not killed.exists() and alive.exists()
+
+
+def test_a_notebook_given_by_a_relative_path_runs_and_keeps_its_kernel_log(tmp_path, monkeypatch):
+    """``nand book`` passes relative outputs; the kernel starts in the notebook's folder."""
+    import nbformat
+
+    from nandlib.outputs import kernel_log
+    from nandlib.sweep import execute_notebook
+
+    monkeypatch.chdir(tmp_path)
+    cell = nbformat.v4.new_code_cell("import sys; print(1, file=sys.stderr)")
+    source = nbformat.v4.new_notebook(cells=[cell])
+    nbformat.write(source, "source.ipynb")
+    assert execute_notebook("source.ipynb", "out/run.ipynb", {}) == "done"
+    assert (tmp_path / "out" / "run.ipynb").is_file() and kernel_log(tmp_path / "out" / "run.ipynb").is_file()
