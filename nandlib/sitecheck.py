@@ -33,6 +33,10 @@ SCREENSHOTS = {"front": "intro", "results": "generated/tables", "playground": "t
 """Screenshot name → page (document name) saved by :func:`browse`."""
 
 
+SOURCE_SUFFIXES = (".md", ".ipynb", ".rst")
+"""Files a glob of the table of contents makes pages of, as Sphinx does (a kernel log is none)."""
+
+
 def toc_pages(book_dir: Path) -> list[str]:
     """Document names (``generated/tables``) of every page in ``book_dir/_toc.yml``, globs expanded.
 
@@ -50,7 +54,7 @@ def toc_pages(book_dir: Path) -> list[str]:
             if "file" in entry:
                 pages.append(str(Path(entry["file"]).with_suffix("")))
             if "glob" in entry:
-                found = glob.glob(str(book_dir / entry["glob"]))
+                found = [f for f in glob.glob(str(book_dir / entry["glob"])) if f.endswith(SOURCE_SUFFIXES)]
                 pages.extend(sorted(str(Path(f).relative_to(book_dir).with_suffix("")) for f in found))
             walk(entry.get("sections", []))
 

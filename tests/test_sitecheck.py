@@ -17,6 +17,7 @@ def _site(tmp_path: Path) -> tuple[Path, Path]:
     )
     for name in ("carpet", "bottle"):
         (book / "generated" / "runs" / "aprilgan" / f"{name}.ipynb").write_text("{}")
+        (book / "generated" / "runs" / "aprilgan" / f"{name}.kernel.log").write_text("")  # no page
     html = tmp_path / "html"
     (html / "generated" / "runs" / "aprilgan").mkdir(parents=True)
     (html / "_images").mkdir()
