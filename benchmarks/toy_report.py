@@ -31,7 +31,6 @@ APRIL-GAN over three seeds).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import time
@@ -41,15 +40,17 @@ import pandas as pd
 import torch
 from _common import machine
 
+from nandlib.checkpoints import file_fingerprint
 from nandlib.companion import prepare_data
 from nandlib.data import read_class
 from nandlib.data.classes import GOOD, TEXTURE_CLASSES
+from nandlib.diagnostics import summarize_seeds
 from nandlib.goals import goal_lines
 from nandlib.profiles import load_profile
 from nandlib.provenance import code_commit
 from nandlib.run import run_unit
 from nandlib.tables import DIAGNOSTIC_SHOWN, with_diagnostics
-from nandlib.toy.train import FILES, ToyWeights, toy_weights, with_toy_world
+from nandlib.toy.train import FILES, ToyWeights, read_world, toy_weights, with_toy_world
 
 KEYS = ["detector", "class", "group"]
 SHOWN = [*DIAGNOSTIC_SHOWN, "delta_ceiling"]
@@ -60,10 +61,10 @@ def world_of(seed: int, world: Path | None) -> ToyWeights:
     if world is None:
         return toy_weights(seed, log=print)
     folder = world / f"seed{seed}"
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
-        raise SystemExit(f"--world: {folder} lacks {missing}; train it with nand toy train --out {folder}")
-    return ToyWeights(*(folder / name for name in FILES), json.loads((folder / FILES[2]).read_text()))
+    found = read_world(folder)
+    if found is None:
+        raise SystemExit(f"--world: {folder} lacks one of {FILES}; train it: nand toy train --out {folder}")
+    return found
 
 
 def run_seed(seed: int, world: Path | None, detectors: list[str], classes: list[str], out: Path) -> None:
@@ -87,7 +88,7 @@ def run_seed(seed: int, world: Path | None, detectors: list[str], classes: list[
     record = {
         "world": str(world / f"seed{seed}") if world else "the toy profile's (shipped seed 0, else trained)",
         "model": weights.info.get("budget", {}).get("clip", {}).get("model"),
-        "sha256": {f.name: sha256(f) for f in (weights.clip, weights.adapters)},
+        "sha256": {f.name: file_fingerprint(f).sha256 for f in (weights.clip, weights.adapters)},
         "training_seconds": weights.info.get("seconds"),
         "training_threads": weights.info.get("threads"),
         "training_commit": weights.info.get("code_commit"),
@@ -101,10 +102,6 @@ def run_seed(seed: int, world: Path | None, detectors: list[str], classes: list[
     for name, frames in (("results", results), ("diagnostics", diagnostics)):
         pd.concat(frames, ignore_index=True).assign(seed=seed).to_csv(folder / f"{name}.csv", index=False)
     (folder / "run.json").write_text(json.dumps(record, indent=1))
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def delta_ceiling(frame: pd.DataFrame, data: Path) -> pd.Series:
@@ -127,9 +124,7 @@ def group_table(results: pd.DataFrame, diagnostics: pd.DataFrame, data: Path) ->
     joined = with_diagnostics(results, diagnostics)
     joined["delta_ceiling"] = delta_ceiling(joined, data)
     joined[SHOWN] = joined[SHOWN] * 100
-    stats = joined.groupby(KEYS, sort=False)[SHOWN].agg(["mean", "std"])
-    stats.columns = [f"{name}_{'sd' if stat == 'std' else stat}" for name, stat in stats.columns]
-    table = stats.round(2).reset_index()
+    table = summarize_seeds([joined[KEYS + SHOWN]], keys=KEYS).round(2)
     table["kind"] = table["class"].map(lambda name: "texture" if name in TEXTURE_CLASSES else "object")
     return table
 

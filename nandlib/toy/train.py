@@ -150,14 +150,17 @@ def _matches(record: dict, budget: ToyBudget, seed: int) -> bool:
     return record.get("recipe") == RECIPE and record.get("budget") == wanted
 
 
+def read_world(folder: Path) -> ToyWeights | None:
+    """The world trained into ``folder`` (its :data:`FILES`, with its record), ``None`` if one is missing."""
+    if not all((folder / name).is_file() for name in FILES):
+        return None
+    return ToyWeights(*(folder / name for name in FILES), json.loads((folder / FILES[2]).read_text()))
+
+
 def _trained_world(seed: int, budget: ToyBudget) -> ToyWeights | None:
     """The world of ``seed`` trained earlier into the user data folder with ``budget`` by this recipe."""
-    folder = toy_dir() / f"seed{seed}"
-    if all((folder / name).is_file() for name in FILES):
-        info = json.loads((folder / FILES[2]).read_text())
-        if _matches(info, budget, seed):
-            return ToyWeights(*(folder / name for name in FILES), info)
-    return None
+    world = read_world(toy_dir() / f"seed{seed}")
+    return world if world is not None and _matches(world.info, budget, seed) else None
 
 
 def toy_weights(
